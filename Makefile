@@ -1,0 +1,62 @@
+# Everything runs in .venv, created or updated on demand; a stamp keyed on the
+# packaging files (and the extension's sources) keeps re-runs fast.
+#   make test              run the test suite (what CI runs)
+#   make demo [CKPT=path]  parity check, a small benchmark, an inpainted sample
+#   make venv EXTRAS=test,triton   also install Triton
+
+PYTHON ?= python3
+TORCH_VERSION ?= 2.13.0
+EXTRAS ?= test
+PYTEST_ARGS ?=
+CKPT ?=
+
+VENV := .venv
+VPY := $(VENV)/bin/python
+comma := ,
+STAMP := $(VENV)/.installed-torch$(TORCH_VERSION)-$(subst $(comma),-,$(EXTRAS))
+EXTENSION_SOURCES := $(wildcard csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu csrc/cuda/*.cuh csrc/cuda/*.cpp csrc/cuda/*.h)
+SAMPLE_IMAGE := lama_fast/assets/astronaut.jpg
+SAMPLE_MASK := lama_fast/assets/astronaut_mask.png
+
+.PHONY: venv test demo clean distclean
+
+venv: $(STAMP)
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch goes in first, pinned, so that nothing resolves "torch>=2.1" to a
+# multi-GB CUDA build; the package is then built against it without isolation.
+$(STAMP): $(VPY) pyproject.toml setup.py $(EXTENSION_SOURCES)
+	$(VPY) -c 'import sys, pip; sys.exit(tuple(int(p) for p in pip.__version__.split(".")[:2]) < (21, 3))' \
+		|| $(VPY) -m pip install --upgrade pip
+	$(VPY) -m pip install "torch==$(TORCH_VERSION)"
+	$(VPY) -m pip install "setuptools>=64" wheel
+	$(VPY) -m pip install --no-build-isolation -e ".[$(EXTRAS)]" "torch==$(TORCH_VERSION)"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+test: venv
+	$(VPY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+demo: venv
+	$(VENV)/bin/lama-fast parity
+	$(VENV)/bin/lama-fast bench --sizes 512 --repeats 3 --backends reference
+	@if [ -n "$(CKPT)" ]; then \
+		mkdir -p out && \
+		echo "$(VENV)/bin/lama-fast inpaint $(SAMPLE_IMAGE) $(SAMPLE_MASK) -o out/astronaut_inpainted.png --checkpoint $(CKPT) --overwrite" && \
+		$(VENV)/bin/lama-fast inpaint $(SAMPLE_IMAGE) $(SAMPLE_MASK) -o out/astronaut_inpainted.png --checkpoint "$(CKPT)" --overwrite; \
+	else \
+		echo "demo: no CKPT=path/to/big-lama given, skipping the inpainting of $(SAMPLE_IMAGE)"; \
+	fi
+
+# Removing the in-tree build products also drops the install stamp, so the
+# next make rebuilds them (the editable install reads them from the tree).
+clean:
+	rm -rf build dist out *.egg-info .pytest_cache
+	rm -f lama_fast/_build_info.json lama_fast/_C*.so
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+	rm -f $(VENV)/.installed-*
+
+distclean: clean
+	rm -rf $(VENV)

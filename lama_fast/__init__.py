@@ -1,0 +1,39 @@
+"""lama_fast: LaMa inpainting with fused Fourier-convolution kernels, checked against a reference model.
+
+    import lama_fast
+    inpainter = lama_fast.load("big-lama.pt")        # .ckpt, TorchScript .pt or .safetensors
+    result = inpainter(image, mask)                  # uint8 HxWx3 RGB + HxW mask -> uint8 HxWx3
+    fast = lama_fast.optimize(generator)             # any LaMa generator module
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Union
+
+import torch
+
+from . import model
+from .backends import available_backends, optimize
+from .inpaint import Inpainter
+
+__version__ = "0.1.0"
+__all__ = ["Inpainter", "available_backends", "load", "model", "optimize", "__version__"]
+
+
+def load(
+    path: Union[str, os.PathLike],
+    device: Union[str, torch.device] = "cpu",
+    backend: str = "auto",
+    dtype: torch.dtype = torch.float32,
+) -> Inpainter:
+    """Load a LaMa checkpoint (.ckpt, TorchScript .pt, .safetensors, state dict) into an Inpainter."""
+    from .backends import select_backend
+    from .checkpoint import load_generator
+
+    device = torch.device(device)
+    # Resolve the backend before reading a 200 MB file, so a bad request fails at once.
+    chosen, reasons = select_backend(backend, device, dtype)
+    weights_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    generator = load_generator(path, device="cpu", dtype=weights_dtype)
+    return Inpainter(chosen.prepare(generator, device, dtype), chosen.name, reasons)

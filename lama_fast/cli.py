@@ -1,0 +1,347 @@
+"""The ``lama-fast`` command: inpaint, bench, parity, info, convert."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import torch
+
+from ._io import atomic_write_bytes
+
+CHECKPOINT_ENV = "LAMA_FAST_CHECKPOINT"
+WHERE_THE_WEIGHTS_ARE = (
+    "The released LaMa weights are not bundled with lama_fast and are never downloaded by it: "
+    "they are a local file you provide. The authors publish big-lama (a Lightning .ckpt inside "
+    "big-lama.zip) via https://github.com/advimman/lama and "
+    "https://huggingface.co/smartywu/big-lama; the TorchScript big-lama.pt that IOPaint uses is at "
+    "https://github.com/Sanster/models/releases/download/add_big_lama/big-lama.pt. "
+    "Both load directly (lama-fast convert turns either into a .safetensors file)."
+)
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class CliError(Exception):
+    """A user-facing error: printed without a traceback, exit code 2."""
+
+
+def _parse_sizes(text: str) -> List[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"sizes must be comma-separated integers, got {text!r}") from None
+    if not sizes or any(s < 8 for s in sizes):
+        raise argparse.ArgumentTypeError(f"sizes must be integers >= 8, got {text!r}")
+    return sizes
+
+
+def _dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise argparse.ArgumentTypeError(f"dtype must be one of {', '.join(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
+def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    print(line(headers))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print(line(row))
+
+
+def _generator_for(args) -> torch.nn.Module:
+    """Float32 reference weights: the user's checkpoint, or seeded random ones in a released layout."""
+    if args.checkpoint:
+        from .checkpoint import load_generator
+
+        return load_generator(args.checkpoint)
+    from .model.random import random_generator
+
+    return random_generator(args.model, seed=args.seed)
+
+
+def _random_batch(size: int, seed: int) -> torch.Tensor:
+    """A generator input of one size: a smooth random image with two rectangular holes."""
+    gen = torch.Generator().manual_seed(seed)
+    image = torch.nn.functional.interpolate(
+        torch.rand(1, 3, max(2, size // 16), max(2, size // 16), generator=gen),
+        size=(size, size), mode="bilinear", align_corners=False,
+    )
+    mask = torch.zeros(1, 1, size, size)
+    mask[..., size // 8: size // 3, size // 5: size // 2] = 1
+    mask[..., size // 2: 3 * size // 4, size // 2: 7 * size // 8] = 1
+    return torch.cat((image * (1 - mask), mask), dim=1)
+
+
+def cmd_info(args) -> int:
+    import numpy
+
+    from . import __version__, available_backends
+
+    rows = [
+        ("lama_fast", __version__),
+        ("python", platform.python_version()),
+        ("torch", torch.__version__),
+        ("numpy", numpy.__version__),
+    ]
+    for module in ("PIL", "safetensors", "triton"):
+        try:
+            mod = __import__(module)
+            rows.append((module, getattr(mod, "__version__", "installed")))
+        except ImportError:
+            rows.append((module, "not installed"))
+    from .timing import machine_description
+
+    machine = machine_description()
+    rows.append(("cpu", machine["cpu"]))
+    flags = _cpu_flags()
+    rows.append(("cpu features", ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "-"))
+    rows.append(("threads", f"{torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()} inter-op"))
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        rows.append(("cuda", f"{torch.version.cuda}: {', '.join(names)}"))
+    else:
+        rows.append(("cuda", "no CUDA device" + ("" if torch.version.cuda else " (CPU build of torch)")))
+    rows.append(("extension lama_fast._C", _extension_status() or "built"))
+    rows.append(("triton kernels", _triton_status() or "importable"))
+    _print_table(("component", "status"), rows)
+    print()
+    checks = [("cpu", torch.float32), ("cpu", torch.bfloat16)]
+    if torch.cuda.is_available():
+        checks += [("cuda", torch.float32), ("cuda", torch.bfloat16)]
+    backend_rows = []
+    for device, dtype in checks:
+        for name, reason in available_backends(device, dtype).items():
+            backend_rows.append((name, device, str(dtype).replace("torch.", ""), reason or "available"))
+    _print_table(("backend", "device", "dtype", "status"), backend_rows)
+    return 0
+
+
+def _cpu_flags() -> set:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _extension_status() -> Optional[str]:
+    try:
+        from ._build import extension_status
+    except ImportError as exc:
+        return f"unknown ({exc})"
+    return extension_status()
+
+
+def _triton_status() -> Optional[str]:
+    try:
+        from .kernels import triton_status
+    except ImportError as exc:
+        return f"unknown ({exc})"
+    return triton_status()
+
+
+def cmd_convert(args) -> int:
+    from .checkpoint import convert
+
+    convert(args.input, args.output)
+    print(f"wrote the generator weights of {args.input} to {args.output}")
+    return 0
+
+
+def cmd_parity(args) -> int:
+    from .backends import available_backends, optimize
+
+    reference = _generator_for(args)
+    reference64 = optimize(reference, backend="reference", device=args.device, dtype=torch.float64)
+    backends = available_backends(args.device, args.dtype)
+    runnable = [name for name, why in backends.items() if why is None]
+    for name, why in backends.items():
+        if why is not None:
+            print(f"skipping backend {name}: {why}", file=sys.stderr)
+    if not runnable:
+        raise CliError(f"no backend can run on {args.device} in {args.dtype}")
+    modules = {name: optimize(reference, backend=name, device=args.device, dtype=args.dtype) for name in runnable}
+    rows, failed = [], False
+    for size in args.sizes:
+        batch = _random_batch(size, args.seed).to(args.device)
+        with torch.no_grad():
+            expected = reference64(batch.double())
+            for name, module in modules.items():
+                got = module(batch.to(args.dtype)).double()
+                err = (got - expected).abs()
+                ok = bool(err.max() <= args.tolerance)
+                failed |= not ok
+                rows.append((
+                    name, f"{size}x{size}", str(args.dtype).replace("torch.", ""),
+                    f"{err.max().item():.2e}", f"{err.mean().item():.2e}",
+                    f"{expected.std().item():.3f}", "ok" if ok else f"FAIL (> {args.tolerance:g})",
+                ))
+    source = args.checkpoint or f"random {args.model} weights (seed {args.seed})"
+    print(f"parity against the float64 reference on {args.device}, {source}")
+    _print_table(("backend", "size", "dtype", "max abs err", "mean abs err", "output std", "status"), rows)
+    return 1 if failed else 0
+
+
+def cmd_bench(args) -> int:
+    from .backends import BACKENDS, optimize
+    from .timing import machine_description, measure
+
+    names = list(BACKENDS) if args.backends == "all" else [b for b in args.backends.split(",") if b]
+    reference = _generator_for(args)
+    device = torch.device(args.device)
+    machine = machine_description()
+    rows, records = [], []
+    for name in names:
+        module = optimize(reference, backend=name, device=device, dtype=args.dtype)
+        for size in args.sizes:
+            batch = _random_batch(size, args.seed).to(device, args.dtype)
+            with torch.no_grad():
+                timing = measure(lambda: module(batch), repeats=args.repeats, warmup=args.warmup, device=device)
+            rows.append((
+                name, f"{size}x{size}", str(args.dtype).replace("torch.", ""),
+                f"{timing.first_call:.3f}", f"{timing.median:.3f}", f"{timing.spread:.3f}", str(len(timing.runs)),
+            ))
+            records.append({
+                "backend": name, "size": size, "dtype": str(args.dtype), "device": str(device),
+                "first_call_s": timing.first_call, "median_s": timing.median, "runs_s": timing.runs,
+                "model": args.checkpoint or args.model, "machine": machine,
+            })
+    print(f"end-to-end generator time, batch 1, on {machine['cpu']} ({machine['threads']} threads), torch {machine['torch']}")
+    _print_table(("backend", "size", "dtype", "first call s", "median s", "spread s", "runs"), rows)
+    if args.json:
+        path = Path(args.json)
+        existing = json.loads(path.read_text()) if path.exists() else []
+        atomic_write_bytes(path, json.dumps(existing + records, indent=1).encode())
+        print(f"appended {len(records)} rows to {path}")
+    return 0
+
+
+def _read_image(path: str, what: str):
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return ImageOps.exif_transpose(img)
+    except FileNotFoundError:
+        raise CliError(f"{what} {path} does not exist") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise CliError(f"cannot read {what} {path}: {exc}") from None
+
+
+def cmd_inpaint(args) -> int:
+    import numpy as np
+
+    from . import load
+
+    image_path = args.image or args.image_opt
+    mask_path = args.mask or args.mask_opt
+    if not image_path or not mask_path or not args.output:
+        raise CliError("inpaint needs an image, a mask and --output (lama-fast inpaint IMAGE MASK -o OUT)")
+    checkpoint = args.checkpoint or os.environ.get(CHECKPOINT_ENV)
+    if not checkpoint:
+        raise CliError(f"no checkpoint given: pass --checkpoint PATH or set {CHECKPOINT_ENV}. {WHERE_THE_WEIGHTS_ARE}")
+    output = Path(args.output)
+    if output.resolve() in (Path(image_path).resolve(), Path(mask_path).resolve()):
+        raise CliError(f"refusing to overwrite an input file: {output}")
+    if output.exists() and not args.overwrite:
+        raise CliError(f"{output} exists; pass --overwrite to replace it")
+    image = _read_image(image_path, "image")
+    mask = _read_image(mask_path, "mask")
+    if image.mode not in ("RGB", "L", "P"):
+        raise CliError(f"image {image_path} has mode {image.mode}; RGB, greyscale and palette images are supported")
+    rgb = np.asarray(image.convert("RGB"))
+    hole = np.asarray(mask.convert("L"))
+    if hole.shape != rgb.shape[:2]:
+        raise CliError(f"mask {mask_path} is {hole.shape[1]}x{hole.shape[0]} but image {image_path} is "
+                       f"{rgb.shape[1]}x{rgb.shape[0]}")
+    inpainter = load(checkpoint, device=args.device, backend=args.backend, dtype=args.dtype)
+    result = inpainter(rgb, hole)
+    from PIL import Image
+
+    fmt = Image.registered_extensions().get(output.suffix.lower())
+    if fmt is None:
+        raise CliError(f"unknown output image format {output.suffix!r}; use .png or .jpg")
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(result).save(buffer, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    atomic_write_bytes(output, buffer.getvalue())
+    print(f"wrote {output} ({inpainter.backend} backend, {inpainter.dtype})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``lama-fast`` command."""
+    parser = argparse.ArgumentParser(prog="lama-fast", description="Fast, checked LaMa inpainting.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="versions, threads, devices and every backend with why it is (not) usable")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("convert", help="write a checkpoint's generator weights alone to a .safetensors file")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.set_defaults(func=cmd_convert)
+
+    def model_options(p: argparse.ArgumentParser, sizes: str) -> None:
+        p.add_argument("--checkpoint", help="weights to use (default: seeded random weights in --model's layout)")
+        p.add_argument("--model", default="big-lama", choices=("big-lama", "lama-fourier"))
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--sizes", type=_parse_sizes, default=_parse_sizes(sizes), help=f"comma-separated (default {sizes})")
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--dtype", type=_dtype, default=torch.float32)
+
+    p = sub.add_parser("parity", help="each available backend against the float64 reference")
+    model_options(p, "256,512")
+    p.add_argument("--tolerance", type=float, default=2e-4, help="max abs error allowed (default 2e-4)")
+    p.set_defaults(func=cmd_parity)
+
+    p = sub.add_parser("bench", help="end-to-end generator timing per backend and size")
+    model_options(p, "512")
+    p.add_argument("--backends", default="all", help="comma-separated backend names, or 'all'")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--json", help="append the rows to this JSON file")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("inpaint", help="inpaint an image under a mask")
+    p.add_argument("image", nargs="?")
+    p.add_argument("mask", nargs="?")
+    p.add_argument("--image", dest="image_opt", help="same as the positional IMAGE")
+    p.add_argument("--mask", dest="mask_opt", help="same as the positional MASK")
+    p.add_argument("-o", "--output")
+    p.add_argument("--checkpoint", help=f"LaMa weights (.ckpt, .pt, .safetensors); default ${CHECKPOINT_ENV}")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--dtype", type=_dtype, default=torch.float32)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=cmd_inpaint)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``lama-fast`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"lama-fast {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"lama-fast {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""The inpainting entry point: the original pipeline, the golden image, the public interface and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import lama_fast
+from lama_fast import Inpainter, available_backends, optimize
+from lama_fast.inpaint import pad_to_modulo
+from lama_fast.model import build_generator
+from lama_fast.model.random import random_generator
+
+TINY = {
+    "input_nc": 4, "output_nc": 3, "ngf": 8, "n_downsampling": 2, "n_blocks": 1, "add_out_act": "sigmoid",
+    "init_conv_kwargs": {"ratio_gin": 0, "ratio_gout": 0, "enable_lfu": False},
+    "downsample_conv_kwargs": {"ratio_gin": 0, "ratio_gout": 0, "enable_lfu": False},
+    "resnet_conv_kwargs": {"ratio_gin": 0.75, "ratio_gout": 0.75, "enable_lfu": False},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_inpainter():
+    return Inpainter(optimize(random_generator(TINY, seed=0), backend="reference"))
+
+
+def _sample(h=21, w=30, seed=0):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    mask[h // 4: h // 2, w // 3: 2 * w // 3] = 255
+    return image, mask
+
+
+# --- the golden image -----------------------------------------------------------------------
+
+def test_golden_image_float64_every_pixel(golden_dir, golden_case):
+    case = golden_case("inpaint_case")
+    inpainter = lama_fast.load(golden_dir / "tiny" / "checkpoint.ckpt", dtype=torch.float64)
+    assert inpainter.backend == "reference" and inpainter.dtype == torch.float64
+    result = inpainter(case["image"].numpy(), case["mask"].numpy())
+    assert result.dtype == np.uint8 and result.shape == (61, 83, 3)
+    np.testing.assert_array_equal(result, case["inpainted_uint8"].numpy())
+
+
+def test_golden_image_float32_within_one_level(golden_dir, golden_case):
+    case = golden_case("inpaint_case")
+    inpainter = lama_fast.load(golden_dir / "tiny" / "checkpoint.ckpt", dtype=torch.float32)
+    result = inpainter(case["image"].numpy(), case["mask"].numpy()).astype(int)
+    want = case["inpainted_uint8"].numpy().astype(int)
+    assert np.abs(result - want).max() <= 1
+    assert (result == want).mean() >= 0.999
+
+
+def test_golden_image_from_pil(golden_dir, golden_case):
+    case = golden_case("inpaint_case")
+    inpainter = lama_fast.load(golden_dir / "tiny" / "checkpoint.ckpt", dtype=torch.float64)
+    result = inpainter(Image.fromarray(case["image"].numpy()), Image.fromarray(case["mask"].numpy()))
+    assert isinstance(result, Image.Image) and result.mode == "RGB" and result.size == (83, 61)
+    np.testing.assert_array_equal(np.asarray(result), case["inpainted_uint8"].numpy())
+
+
+# --- the pipeline's pieces ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("h,w", [(61, 83), (8, 16), (3, 5), (1, 1), (17, 9)])
+def test_padding_is_numpys_symmetric_mode(h, w):
+    x = np.arange(2 * h * w, dtype=np.float64).reshape(2, h, w)
+    want = np.pad(x, ((0, 0), (0, -h % 8), (0, -w % 8)), mode="symmetric")
+    np.testing.assert_array_equal(pad_to_modulo(torch.from_numpy(x)).numpy(), want)
+
+
+def test_unmasked_pixels_are_preserved_exactly(tiny_inpainter):
+    image, mask = _sample()
+    result = tiny_inpainter(image, mask)
+    keep = mask == 0
+    np.testing.assert_array_equal(result[keep], image[keep])
+    assert (result[~keep] != image[~keep]).any()
+
+
+def test_any_nonzero_mask_value_is_a_hole(tiny_inpainter):
+    image, mask = _sample()
+    np.testing.assert_array_equal(tiny_inpainter(image, mask), tiny_inpainter(image, (mask > 0).astype(np.uint8)))
+    np.testing.assert_array_equal(tiny_inpainter(image, mask), tiny_inpainter(image, mask > 0))
+
+
+def test_matches_a_direct_statement_of_the_pipeline(tiny_inpainter):
+    image, mask = _sample(13, 22, seed=3)
+    img = np.pad(image.astype(np.float32).transpose(2, 0, 1) / 255, ((0, 0), (0, 3), (0, 2)), mode="symmetric")
+    hole = (np.pad(mask[None].astype(np.float32) / 255, ((0, 0), (0, 3), (0, 2)), mode="symmetric") > 0)
+    hole = hole.astype(np.float32)
+    batch = torch.from_numpy(np.concatenate([img * (1 - hole), hole])[None])
+    with torch.no_grad():
+        out = tiny_inpainter.generator(batch)[0].numpy()
+    blended = (hole * out + (1 - hole) * img)[:, :13, :22].transpose(1, 2, 0)
+    want = np.clip(blended * 255, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(tiny_inpainter(image, mask), want)
+
+
+class _Exploding(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        raise AssertionError("the generator must not run")
+
+
+def test_empty_mask_returns_the_input_without_running_the_network():
+    image, _ = _sample()
+    result = Inpainter(_Exploding())(image, np.zeros(image.shape[:2], np.uint8))
+    np.testing.assert_array_equal(result, image)
+    assert result is not image
+
+
+def test_batch_equals_single_images(tiny_inpainter):
+    pairs = [_sample(seed=s) for s in range(3)]
+    images = torch.stack([torch.from_numpy(i).permute(2, 0, 1).float() / 255 for i, _ in pairs])
+    masks = torch.stack([torch.from_numpy(m)[None] for _, m in pairs])
+    batch = tiny_inpainter.inpaint_batch(images, masks)
+    assert batch.shape == images.shape and batch.dtype == torch.float32
+    for k in range(3):
+        single = tiny_inpainter.inpaint_batch(images[k:k + 1], masks[k:k + 1])
+        assert (batch[k] - single[0]).abs().max() <= 1e-6
+        keep = masks[k, 0] == 0
+        assert torch.equal(batch[k][:, keep], images[k][:, keep])
+
+
+def test_nan_output_is_an_error_not_garbage():
+    class NaNGen(_Exploding):
+        def forward(self, x):
+            return torch.full_like(x[:, :3], float("nan"))
+
+    image, mask = _sample()
+    with pytest.raises(RuntimeError, match="the generator produced NaN or infinite values"):
+        Inpainter(NaNGen())(image, mask)
+
+
+@pytest.mark.parametrize(
+    "image,mask,exc,message",
+    [
+        ("img", np.zeros((4, 4), np.uint8), TypeError, "image must be a numpy array or a PIL image, got str"),
+        (np.zeros((4, 4, 3), np.float32), np.zeros((4, 4), np.uint8), TypeError, "image must be uint8, got float32"),
+        (np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint8), ValueError, "image must have shape HxWx3 (RGB), got (4, 4)"),
+        (np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4), np.uint8), ValueError, "image must have shape HxWx3 (RGB), got (4, 4, 4)"),
+        (np.zeros((0, 4, 3), np.uint8), np.zeros((0, 4), np.uint8), ValueError, "image is empty: shape (0, 4, 3)"),
+        (np.zeros((4, 4, 3), np.uint8), np.zeros((4, 5), np.uint8), ValueError, "mask shape (4, 5) does not match image size (4, 4)"),
+        (np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4, 3), np.uint8), ValueError, "mask must have shape HxW, got (4, 4, 3)"),
+        (np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.float64), TypeError, "mask must be uint8 or bool, got float64"),
+        (Image.new("RGBA", (4, 4)), np.zeros((4, 4), np.uint8), ValueError, "image must be an RGB image, got PIL mode 'RGBA'"),
+        (np.zeros((4, 4, 3), np.uint8), Image.new("RGB", (4, 4)), ValueError,
+         "mask must be a single-channel image (PIL mode 'L' or '1'), got mode 'RGB'"),
+    ],
+)
+def test_bad_input_is_named(tiny_inpainter, image, mask, exc, message):
+    with pytest.raises(exc) as info:
+        tiny_inpainter(image, mask)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    "images,masks,exc,message",
+    [
+        (torch.rand(1, 4, 8, 8), torch.zeros(1, 1, 8, 8), ValueError, "images must have shape Nx3xHxW, got (1, 4, 8, 8)"),
+        (torch.rand(1, 3, 8, 8), torch.zeros(1, 8, 8), ValueError, "masks must have shape Nx1xHxW, got (1, 8, 8)"),
+        (torch.rand(2, 3, 8, 8), torch.zeros(1, 1, 8, 8), ValueError,
+         "images (2, 3, 8, 8) and masks (1, 1, 8, 8) differ in batch or spatial size"),
+        (torch.full((1, 3, 8, 8), float("nan")), torch.zeros(1, 1, 8, 8), ValueError, "images contain NaN or infinite values"),
+        (torch.full((1, 3, 8, 8), 2.0), torch.zeros(1, 1, 8, 8), ValueError, "images must lie in [0, 1]"),
+        (torch.zeros(1, 3, 8, 8, dtype=torch.uint8), torch.zeros(1, 1, 8, 8), TypeError,
+         "images must be a floating-point tensor in [0, 1], got torch.uint8"),
+        (np.zeros((1, 3, 8, 8)), torch.zeros(1, 1, 8, 8), TypeError, "inpaint_batch takes torch tensors for images and masks"),
+    ],
+)
+def test_bad_batches_are_named(tiny_inpainter, images, masks, exc, message):
+    with pytest.raises(exc) as info:
+        tiny_inpainter.inpaint_batch(images, masks)
+    assert str(info.value) == message
+
+
+# --- backends and optimize() -----------------------------------------------------------------
+
+def test_available_backends_gives_a_reason_for_each_unusable_one():
+    assert available_backends() == {"reference": None}
+    reason = available_backends("cpu", torch.bfloat16)["reference"]
+    assert reason.startswith("the reference model runs in float32 or float64 only")
+
+
+def test_optimize_is_pure_and_keeps_outputs():
+    generator = random_generator(TINY, seed=1)
+    before = {k: v.clone() for k, v in generator.state_dict().items()}
+    fast = optimize(generator)
+    assert fast is not generator and fast.lama_fast_backend == "reference"
+    assert fast.lama_fast_backend_reasons == {"reference": None}
+    x = torch.rand(1, 4, 16, 24)
+    with torch.no_grad():
+        assert torch.equal(fast(x), generator(x))
+    assert all(torch.equal(v, generator.state_dict()[k]) for k, v in before.items())
+    assert not any(p.requires_grad for p in fast.parameters())
+
+
+def test_optimize_follows_the_generators_dtype_and_accepts_another():
+    generator = random_generator(TINY, seed=1).double()
+    assert next(optimize(generator).parameters()).dtype == torch.float64
+    assert next(optimize(generator, dtype=torch.float32).parameters()).dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"backend": "turbo"}, "unknown backend 'turbo'; known backends: auto, reference"),
+        ({"backend": "reference", "dtype": torch.bfloat16},
+         "backend 'reference' cannot run on cpu in torch.bfloat16: the reference model runs in float32 or float64 only"),
+        ({"backend": "auto", "dtype": torch.bfloat16},
+         "no backend can run on cpu in torch.bfloat16: reference: the reference model runs in float32 or float64 only"),
+    ],
+)
+def test_backend_errors_list_the_reasons(kwargs, message):
+    with pytest.raises(ValueError) as info:
+        optimize(random_generator(TINY), **kwargs)
+    assert str(info.value).startswith(message)
+
+
+def test_optimize_rejects_non_modules():
+    with pytest.raises(TypeError, match="optimize\\(\\) takes a torch.nn.Module, got dict"):
+        optimize({})
+
+
+def test_load_checks_the_backend_before_reading_the_file(tmp_path):
+    with pytest.raises(ValueError, match="backend 'reference' cannot run on cpu in torch.float16"):
+        lama_fast.load(tmp_path / "missing.ckpt", backend="reference", dtype=torch.float16)
+
+
+def test_build_generator_public_name():
+    assert isinstance(lama_fast.model.build_generator("lama-fourier"), nn.Module)
+    assert len(build_generator("lama-fourier").model) == 5 + 9 + 1 + 9 + 3
