@@ -174,6 +174,7 @@ def cmd_parity(args) -> int:
     rows, failed = [], False
     for size in args.sizes:
         batch = _random_batch(size, args.seed).to(args.device)
+        _progress(f"parity at {size}x{size}: float64 reference, then {', '.join(modules)}")
         with torch.no_grad():
             expected = reference64(batch.double())
             for name, module in modules.items():
@@ -205,6 +206,8 @@ def cmd_bench(args) -> int:
         module = optimize(reference, backend=name, device=device, dtype=args.dtype)
         for size in args.sizes:
             batch = _random_batch(size, args.seed).to(device, args.dtype)
+            _progress(f"timing {name} at {size}x{size}: a first call, {max(0, args.warmup - 1)} more "
+                      f"warm-up, {args.repeats} timed")
             with torch.no_grad():
                 timing = measure(lambda: module(batch), repeats=args.repeats, warmup=args.warmup, device=device)
             rows.append((
@@ -224,6 +227,11 @@ def cmd_bench(args) -> int:
         atomic_write_bytes(path, json.dumps(existing + records, indent=1).encode())
         print(f"appended {len(records)} rows to {path}")
     return 0
+
+
+def _progress(message: str) -> None:
+    """One line per long step on stderr, so a slow run shows where it is without mixing into the table."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def _read_image(path: str, what: str):
@@ -311,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_options(p, "512")
     p.add_argument("--backends", default="all", help="comma-separated backend names, or 'all'")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls before timing, the first call included")
     p.add_argument("--json", help="append the rows to this JSON file")
     p.set_defaults(func=cmd_bench)
 
