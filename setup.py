@@ -229,15 +229,7 @@ for key in ("cpu_extension", "cuda_extension"):
 packages = find_packages(include=["lama_fast", "lama_fast.*"])
 packages += ["lama_fast.kernels"] + ["lama_fast.kernels." + name for name in find_packages(where="kernels")]
 
-readme_path = os.path.join(ROOT, "README.md")
-readme = {"long_description": "A fast reimplementation of the LaMa inpainting network.",
-          "long_description_content_type": "text/plain"}
-if os.path.isfile(readme_path):
-    with open(readme_path, encoding="utf-8") as handle:
-        readme = {"long_description": handle.read(), "long_description_content_type": "text/markdown"}
-
 setup(
-    **readme,
     packages=packages,
     package_dir={"lama_fast.kernels": "kernels"},
     package_data={"lama_fast": ["_build_info.json", "assets/*.png", "assets/*.jpg", "assets/*.md"]},
