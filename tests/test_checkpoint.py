@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import struct
+import subprocess
 import sys
 import types
 import typing
@@ -602,3 +603,35 @@ def test_convert_refuses_to_overwrite_source(tiny, tmp_path):
     with pytest.raises(CheckpointError, match="refusing to overwrite the source"):
         convert(src, tmp_path / "." / "g.safetensors")
     assert src.read_bytes() == before
+
+
+# --------------------------------------------------------------------------- a real OmegaConf config
+
+
+def test_real_omegaconf_hyper_parameters_load_without_omegaconf(tiny, tmp_path):
+    """Released .ckpt files pickle their training config as OmegaConf objects; reading needs no omegaconf."""
+    omegaconf = pytest.importorskip("omegaconf")
+    config = omegaconf.OmegaConf.create({
+        "generator": {"kind": "ffc_resnet", "ngf": 64, "n_blocks": 18, "add_out_act": "sigmoid",
+                      "resnet_conv_kwargs": {"ratio_gin": 0.75, "ratio_gout": 0.75, "enable_lfu": False}},
+        "optimizers": {"generator": {"kind": "adam", "lr": 0.001}},
+        "visualizer": {"kind": "directory", "outdir": "${location.out_root_dir}/samples"},
+        "location": {"out_root_dir": "/experiments"},
+        "losses": [{"kind": "l1", "weight": 10}, {"kind": "perceptual", "weight": 30}],
+    })
+    path = tmp_path / "best.ckpt"
+    torch.save(lightning_ckpt(tiny, config), path)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)
+    script = (
+        "import sys; sys.modules['omegaconf'] = None\n"  # any import of omegaconf now fails
+        "import torch\n"
+        "from lama_fast.checkpoint import read_state_dict\n"
+        f"sd = read_state_dict({str(path)!r})\n"
+        "assert 'omegaconf' not in {m for m, v in sys.modules.items() if v is not None}\n"
+        "torch.save(sd, sys.argv[1])\n"
+    )
+    out = tmp_path / "weights.pt"
+    done = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert_same_tensors(torch.load(out, weights_only=True), tiny)
