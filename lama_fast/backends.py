@@ -24,6 +24,8 @@ class Backend:
     name: str
     description: str
     not_supported_reasons: Callable[[torch.device, torch.dtype], List[str]]
+    # Turns a generator it may modify in place into the module that runs; optimize()
+    # hands it a copy, load() the freshly read generator.
     prepare: Callable[[nn.Module, torch.device, torch.dtype], nn.Module]
 
 
@@ -42,7 +44,7 @@ def _reference_reasons(device: torch.device, dtype: torch.dtype) -> List[str]:
 
 
 def _reference_prepare(generator: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    module = copy.deepcopy(generator).to(device=device, dtype=dtype).eval()
+    module = generator.to(device=device, dtype=dtype).eval()
     for parameter in module.parameters():
         parameter.requires_grad_(False)
     return module
@@ -111,7 +113,7 @@ def optimize(
     device = torch.device(device) if device is not None else here_device
     dtype = dtype if dtype is not None else here_dtype
     chosen, reasons = select_backend(backend, device, dtype)
-    module = chosen.prepare(generator, device, dtype)
+    module = chosen.prepare(copy.deepcopy(generator), device, dtype)
     module.lama_fast_backend = chosen.name
     module.lama_fast_backend_reasons = reasons
     return module

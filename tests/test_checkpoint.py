@@ -21,16 +21,12 @@ import torch
 from torch import nn
 
 from lama_fast.checkpoint import CheckpointError, convert, infer_config, load_generator, read_state_dict
+from configs import TINY_CONFIG
 from lama_fast.model import NAMED_CONFIGS, build_generator
+from lama_fast.model.random import random_generator
 
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
-TINY_CONFIG = {
-    "input_nc": 4, "output_nc": 3, "ngf": 8, "n_downsampling": 2, "n_blocks": 1, "add_out_act": "sigmoid",
-    "init_conv_kwargs": {"ratio_gin": 0, "ratio_gout": 0, "enable_lfu": False},
-    "downsample_conv_kwargs": {"ratio_gin": 0, "ratio_gout": 0, "enable_lfu": False},
-    "resnet_conv_kwargs": {"ratio_gin": 0.75, "ratio_gout": 0.75, "enable_lfu": False},
-}
 TRAINING_ENTRIES = {
     "discriminator.model0.0.weight": torch.ones(2, 3),
     "loss_resnet_pl.impl.conv1.weight": torch.ones(4),
@@ -93,17 +89,11 @@ class ExecPayload:
 
 
 def randomised(config) -> nn.Module:
-    """A generator with default-init weights and non-trivial BatchNorm statistics."""
-    torch.manual_seed(0)
-    model = build_generator(config).eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.1, 0.1)
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.num_batches_tracked.fill_(123)
+    """Seeded random weights, with a batch count that shows whether it survives loading."""
+    model = random_generator(config, seed=0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.num_batches_tracked.fill_(123)
     return model
 
 

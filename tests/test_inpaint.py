@@ -9,22 +9,15 @@ from PIL import Image
 from torch import nn
 
 import lama_fast
+from configs import TINY_CONFIG
 from lama_fast import Inpainter, available_backends, optimize
 from lama_fast.inpaint import pad_to_modulo
 from lama_fast.model import build_generator
 from lama_fast.model.random import random_generator
 
-TINY = {
-    "input_nc": 4, "output_nc": 3, "ngf": 8, "n_downsampling": 2, "n_blocks": 1, "add_out_act": "sigmoid",
-    "init_conv_kwargs": {"ratio_gin": 0, "ratio_gout": 0, "enable_lfu": False},
-    "downsample_conv_kwargs": {"ratio_gin": 0, "ratio_gout": 0, "enable_lfu": False},
-    "resnet_conv_kwargs": {"ratio_gin": 0.75, "ratio_gout": 0.75, "enable_lfu": False},
-}
-
-
 @pytest.fixture(scope="module")
 def tiny_inpainter():
-    return Inpainter(optimize(random_generator(TINY, seed=0), backend="reference"))
+    return Inpainter(optimize(random_generator(TINY_CONFIG, seed=0), backend="reference"))
 
 
 def _sample(h=21, w=30, seed=0):
@@ -189,7 +182,7 @@ def test_available_backends_gives_a_reason_for_each_unusable_one():
 
 
 def test_optimize_is_pure_and_keeps_outputs():
-    generator = random_generator(TINY, seed=1)
+    generator = random_generator(TINY_CONFIG, seed=1)
     before = {k: v.clone() for k, v in generator.state_dict().items()}
     fast = optimize(generator)
     assert fast is not generator and fast.lama_fast_backend == "reference"
@@ -202,7 +195,7 @@ def test_optimize_is_pure_and_keeps_outputs():
 
 
 def test_optimize_follows_the_generators_dtype_and_accepts_another():
-    generator = random_generator(TINY, seed=1).double()
+    generator = random_generator(TINY_CONFIG, seed=1).double()
     assert next(optimize(generator).parameters()).dtype == torch.float64
     assert next(optimize(generator, dtype=torch.float32).parameters()).dtype == torch.float32
 
@@ -219,7 +212,7 @@ def test_optimize_follows_the_generators_dtype_and_accepts_another():
 )
 def test_backend_errors_list_the_reasons(kwargs, message):
     with pytest.raises(ValueError) as info:
-        optimize(random_generator(TINY), **kwargs)
+        optimize(random_generator(TINY_CONFIG), **kwargs)
     assert str(info.value).startswith(message)
 
 

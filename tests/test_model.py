@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import numpy_reference as npref
+from configs import tiny_config
 from lama_fast.model import (
     FFC_BN_ACT, NAMED_CONFIGS, FourierUnit, SpectralTransform, build_generator,
 )
@@ -182,19 +183,8 @@ def test_gated_ffc(dtype):
         sd, "bn_l."))).max() > 1e-3
 
 
-def _small_config(**changes):
-    config = {
-        "input_nc": 4, "output_nc": 3, "ngf": 8, "n_downsampling": 2, "n_blocks": 1, "add_out_act": "sigmoid",
-        "init_conv_kwargs": {"ratio_gin": 0, "ratio_gout": 0, "enable_lfu": False},
-        "downsample_conv_kwargs": {"ratio_gin": 0, "ratio_gout": 0, "enable_lfu": False},
-        "resnet_conv_kwargs": {"ratio_gin": 0.75, "ratio_gout": 0.75, "enable_lfu": False},
-    }
-    config.update(changes)
-    return config
-
-
 def test_per_stage_ratios_route_global_channels_through_downsampling():
-    config = _small_config(
+    config = tiny_config(
         init_conv_kwargs={"ratio_gin": 0, "ratio_gout": 0.5, "enable_lfu": False},
         downsample_conv_kwargs={"ratio_gin": 0.5, "ratio_gout": 0.5, "enable_lfu": False},
         resnet_conv_kwargs={"ratio_gin": 0.25, "ratio_gout": 0.25, "enable_lfu": False, "fft_norm": "forward"},
@@ -227,7 +217,7 @@ def test_per_stage_ratios_route_global_channels_through_downsampling():
 
 
 def test_lfu_and_gated_generators_build_and_run():
-    config = _small_config(resnet_conv_kwargs={"ratio_gin": 0.75, "ratio_gout": 0.75, "enable_lfu": True,
+    config = tiny_config(resnet_conv_kwargs={"ratio_gin": 0.75, "ratio_gout": 0.75, "enable_lfu": True,
                                                "gated": True})
     generator = randomise(build_generator(config), seed=10)
     keys = generator.state_dict().keys()
@@ -238,7 +228,7 @@ def test_lfu_and_gated_generators_build_and_run():
 
 
 def test_missing_enable_lfu_defaults_to_the_originals_true():
-    config = _small_config(resnet_conv_kwargs={"ratio_gin": 0.75, "ratio_gout": 0.75})
+    config = tiny_config(resnet_conv_kwargs={"ratio_gin": 0.75, "ratio_gout": 0.75})
     assert build_generator(config).model[4].conv1.ffc.convg2g.lfu is not None
 
 
@@ -261,7 +251,7 @@ def test_missing_enable_lfu_defaults_to_the_originals_true():
 )
 def test_unsupported_or_invalid_options_are_named(changes, message):
     with pytest.raises(ValueError) as info:
-        build_generator(_small_config(**changes))
+        build_generator(tiny_config(**changes))
     assert message in str(info.value)
 
 
@@ -271,6 +261,6 @@ def test_unknown_named_model():
 
 
 def test_default_valued_original_options_are_accepted():
-    generator = build_generator(_small_config(kind="ffc_resnet", out_ffc=False, spatial_transform_layers=None,
+    generator = build_generator(tiny_config(kind="ffc_resnet", out_ffc=False, spatial_transform_layers=None,
                                               max_features=1024))
     assert generator.config["ngf"] == 8
