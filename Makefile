@@ -3,6 +3,7 @@
 #   make test              run the test suite (what CI runs)
 #   make demo [CKPT=path]  parity check, a small benchmark, an inpainted sample
 #   make venv EXTRAS=test,triton   also install Triton
+#   make bench [BENCH_ARGS=...]    install the bench extra (peers), run bench/run_all.py (tens of minutes)
 
 PYTHON ?= python3
 TORCH_VERSION ?= 2.13.0
@@ -18,7 +19,7 @@ EXTENSION_SOURCES := $(wildcard csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*
 SAMPLE_IMAGE := lama_fast/assets/astronaut.jpg
 SAMPLE_MASK := lama_fast/assets/astronaut_mask.png
 
-.PHONY: venv test demo clean distclean
+.PHONY: venv test demo bench clean distclean
 
 venv: $(STAMP)
 
@@ -49,6 +50,16 @@ demo: venv
 	else \
 		echo "demo: no CKPT=path/to/big-lama given, skipping the inpainting of $(SAMPLE_IMAGE)"; \
 	fi
+
+# The bench extra's packages go in beside the pinned torch, read from pyproject.toml
+# so that the editable package (and its extension) is not rebuilt for it.
+bench: venv
+	@if $(VPY) -c 'import tomllib' 2>/dev/null; then \
+		set -x; $(VPY) -m pip install "torch==$(TORCH_VERSION)" $$($(VPY) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["bench"]))'); \
+	else \
+		set -x; $(VPY) -m pip install --no-build-isolation -e ".[bench]" "torch==$(TORCH_VERSION)"; \
+	fi
+	$(VPY) bench/run_all.py $(BENCH_ARGS)
 
 # Removing the in-tree build products also drops the install stamp, so the
 # next make rebuilds them (the editable install reads them from the tree).

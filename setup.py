@@ -165,7 +165,11 @@ def decide_extensions() -> tuple[list, dict, dict[str, str]]:
         return [], {}, info
 
     info["max_jobs"] = cap_max_jobs()
-    cxx_flags = ["-O3"]
+    # -fopenmp: at::parallel_for is inlined into our sources and runs on one
+    # thread unless they are compiled (and linked) with OpenMP.
+    openmp = [] if sys.platform == "darwin" else ["-fopenmp"]
+    cxx_flags = ["-O3", *openmp]
+    extra_link_args = list(openmp)
     define_macros: list[tuple[str, str | None]] = []
     include_dirs = [os.path.join(ROOT, "csrc")]
     library_dirs: list[str] = []
@@ -202,6 +206,7 @@ def decide_extensions() -> tuple[list, dict, dict[str, str]]:
         libraries=libraries,
         define_macros=define_macros,
         extra_compile_args=extra_compile_args,
+        extra_link_args=extra_link_args,
     )
     build_ext = cpp_extension.BuildExtension.with_options(use_ninja=cpp_extension.is_ninja_available())
     return [extension], {"build_ext": build_ext}, info

@@ -36,4 +36,8 @@ def load(
     chosen, reasons = select_backend(backend, device, dtype)
     weights_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
     generator = load_generator(path, device="cpu", dtype=weights_dtype)
-    return Inpainter(chosen.prepare(generator, device, dtype), chosen.name, reasons)
+    from .backends import prepare_with_fallback
+
+    module, chosen, reasons = prepare_with_fallback(chosen, reasons, generator, device, dtype, backend == "auto",
+                                                     owned=True)
+    return Inpainter(module, chosen.name, reasons)

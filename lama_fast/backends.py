@@ -24,9 +24,11 @@ class Backend:
     name: str
     description: str
     not_supported_reasons: Callable[[torch.device, torch.dtype], List[str]]
-    # Turns a generator it may modify in place into the module that runs; optimize()
-    # hands it a copy, load() the freshly read generator.
+    # Turns a generator into the module that runs.  A backend that modifies the
+    # generator it is given (modifies_input) gets a copy from optimize() and the
+    # freshly read generator from load(); one that only reads it gets the original.
     prepare: Callable[[nn.Module, torch.device, torch.dtype], nn.Module]
+    modifies_input: bool = True
 
 
 def _reference_reasons(device: torch.device, dtype: torch.dtype) -> List[str]:
@@ -50,8 +52,60 @@ def _reference_prepare(generator: nn.Module, device: torch.device, dtype: torch.
     return module
 
 
-# Priority order for "auto": fastest first.  Later work adds fused backends in front.
+def _cpu_reasons(device: torch.device, dtype: torch.dtype) -> List[str]:
+    reasons = []
+    if device.type != "cpu":
+        reasons.append(f"the cpu backend runs on the CPU only, not on {device.type}")
+    if dtype not in (torch.float32, torch.bfloat16, torch.float64):
+        reasons.append(f"the cpu backend runs in float32, bfloat16 or float64; got {dtype}")
+    if dtype in (torch.float32, torch.bfloat16) and not torch.backends.mkldnn.is_available():
+        reasons.append("this torch build has no oneDNN (torch.backends.mkldnn.is_available() is False)")
+    if dtype == torch.bfloat16 and not _cpu_has_bf16():
+        reasons.append("this CPU has no bfloat16 instructions (AVX512-BF16 or AMX), so bfloat16 would be slower")
+    try:
+        from .ops._extension import load_extension
+    except ImportError as error:  # a broken install: the ops package itself is missing
+        reasons.append(f"lama_fast.ops does not import ({error})")
+    else:
+        why = load_extension()
+        if why is not None:
+            reasons.append(why)
+        elif not hasattr(torch.ops.lama_fast, "spectral_transform"):
+            reasons.append("lama_fast._C was built without the spectral_transform op")
+    return reasons
+
+
+def _cpu_has_bf16() -> bool:
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    if check is not None:
+        try:
+            return bool(check())
+        except RuntimeError:
+            return False
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            flags = info.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _cpu_prepare(generator: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    from .fast import build_fast_generator
+
+    return build_fast_generator(generator, dtype)
+
+
+# Priority order for "auto": fastest first.
 BACKENDS: Dict[str, Backend] = {
+    "cpu": Backend(
+        "cpu",
+        "fused CPU generator: BatchNorm folded, oneDNN convolutions with prepacked weights, "
+        "the C++ fused spectral transform (float32, bfloat16, float64)",
+        _cpu_reasons,
+        _cpu_prepare,
+        modifies_input=False,
+    ),
     "reference": Backend(
         "reference",
         "the unoptimised PyTorch reference model (eager, any device torch supports)",
@@ -113,7 +167,40 @@ def optimize(
     device = torch.device(device) if device is not None else here_device
     dtype = dtype if dtype is not None else here_dtype
     chosen, reasons = select_backend(backend, device, dtype)
-    module = chosen.prepare(copy.deepcopy(generator), device, dtype)
+    module, chosen, reasons = prepare_with_fallback(
+        chosen, reasons, generator, device, dtype, fallback=backend == "auto", owned=False
+    )
     module.lama_fast_backend = chosen.name
     module.lama_fast_backend_reasons = reasons
     return module
+
+
+def prepare_with_fallback(
+    chosen: Backend,
+    reasons: Dict[str, Optional[str]],
+    generator: nn.Module,
+    device: torch.device,
+    dtype: torch.dtype,
+    fallback: bool,
+    owned: bool,
+) -> Tuple[nn.Module, Backend, Dict[str, Optional[str]]]:
+    """``chosen.prepare(generator)``; under ``auto``, a backend that cannot run this model's
+    layers passes it to the next usable one, with the reason recorded.  Unless the caller
+    ``owned`` the generator, a backend that modifies its input gets a copy."""
+    from .fast.fold import UnsupportedModelError
+
+    reasons = dict(reasons)
+    names = list(BACKENDS)
+    for name in names[names.index(chosen.name):]:
+        if reasons.get(name) is not None:
+            continue
+        backend = BACKENDS[name]
+        try:
+            given = generator if owned or not backend.modifies_input else copy.deepcopy(generator)
+            return backend.prepare(given, device, dtype), backend, reasons
+        except UnsupportedModelError as error:
+            if not fallback:
+                raise UnsupportedModelError(f"backend {name!r} cannot run this generator: {error}") from None
+            reasons[name] = f"this generator is not supported: {error}"
+    listing = "; ".join(f"{n}: {why}" for n, why in reasons.items())
+    raise ValueError(f"no backend can run this generator on {device} in {dtype}: {listing}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -158,9 +157,16 @@ def cmd_convert(args) -> int:
     return 0
 
 
+# Max abs error of the generator output (in [0, 1]) against float64, per dtype: float32
+# keeps it far below one 8-bit level (1/255 = 3.9e-3); bfloat16 keeps 8 mantissa bits.
+PARITY_TOLERANCE = {torch.float32: 2e-4, torch.bfloat16: 1e-2, torch.float64: 1e-10}
+
+
 def cmd_parity(args) -> int:
     from .backends import available_backends, optimize
 
+    if args.tolerance is None:
+        args.tolerance = PARITY_TOLERANCE.get(args.dtype, 2e-4)
     reference = _generator_for(args)
     reference64 = optimize(reference, backend="reference", device=args.device, dtype=torch.float64)
     backends = available_backends(args.device, args.dtype)
@@ -178,7 +184,8 @@ def cmd_parity(args) -> int:
         with torch.no_grad():
             expected = reference64(batch.double())
             for name, module in modules.items():
-                got = module(batch.to(args.dtype)).double()
+                # A fast module with bfloat16 inside takes float32 in (its io_dtype).
+                got = module(batch.to(getattr(module, "io_dtype", args.dtype))).double()
                 err = (got - expected).abs()
                 ok = bool(err.max() <= args.tolerance)
                 failed |= not ok
@@ -194,38 +201,86 @@ def cmd_parity(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .backends import BACKENDS, optimize
-    from .timing import machine_description, measure
+    from . import benchmark
+    from .backends import BACKENDS, available_backends
 
-    names = list(BACKENDS) if args.backends == "all" else [b for b in args.backends.split(",") if b]
-    reference = _generator_for(args)
-    device = torch.device(args.device)
-    machine = machine_description()
-    rows, records = [], []
-    for name in names:
-        module = optimize(reference, backend=name, device=device, dtype=args.dtype)
-        for size in args.sizes:
-            batch = _random_batch(size, args.seed).to(device, args.dtype)
-            _progress(f"timing {name} at {size}x{size}: a first call, {max(0, args.warmup - 1)} more "
-                      f"warm-up, {args.repeats} timed")
-            with torch.no_grad():
-                timing = measure(lambda: module(batch), repeats=args.repeats, warmup=args.warmup, device=device)
-            rows.append((
-                name, f"{size}x{size}", str(args.dtype).replace("torch.", ""),
-                f"{timing.first_call:.3f}", f"{timing.median:.3f}", f"{timing.spread:.3f}", str(len(timing.runs)),
-            ))
-            records.append({
-                "backend": name, "size": size, "dtype": str(args.dtype), "device": str(device),
-                "first_call_s": timing.first_call, "median_s": timing.median, "runs_s": timing.runs,
-                "model": args.checkpoint or args.model, "machine": machine,
-            })
-    print(f"end-to-end generator time, batch 1, on {machine['cpu']} ({machine['threads']} threads), torch {machine['torch']}")
-    _print_table(("backend", "size", "dtype", "first call s", "median s", "spread s", "runs"), rows)
+    if args.suite is None and (args.systems or args.markdown or args.plot):
+        raise CliError("--systems, --markdown and --plot go with --suite kernels|e2e|all")
+    if args.suite is not None and args.backends is not None:
+        raise CliError("--backends selects lama_fast backends for the plain end-to-end timing; with --suite use "
+                       "--systems (e.g. backend:reference, ours, eager, compile)")
+    if args.repeats < 1 or args.warmup < 1:
+        raise CliError("--repeats and --warmup must be at least 1 (the warm-up count includes the first call)")
+    config = benchmark.BenchConfig(
+        model=args.model, checkpoint=args.checkpoint, seed=args.seed, repeats=args.repeats, warmup=args.warmup,
+        isolate=args.isolate if args.suite is not None else False, parity=args.suite is not None and args.parity,
+        cache_dir=args.cache_dir, dtype=benchmark.dtype_name(args.dtype), device=args.device,
+        job_timeout_s=args.job_timeout,
+    )
+    if args.suite is None:
+        # The plain end-to-end timing of lama_fast's own backends, in this process.
+        if args.backends in (None, "all"):
+            names = []
+            for name, why in available_backends(args.device, args.dtype).items():
+                if why is None:
+                    names.append(name)
+                else:
+                    print(f"skipping backend {name}: {why}", file=sys.stderr)
+        else:
+            names = [b for b in args.backends.split(",") if b]
+        unknown = [n for n in names if n not in BACKENDS]
+        if unknown:
+            raise CliError(f"unknown backend(s) {', '.join(unknown)}; known: {', '.join(BACKENDS)}")
+        if not names:
+            raise CliError(f"no backend can run on {args.device} in {args.dtype}")
+        plan = [(size, [f"backend:{n}" for n in names]) for size in (args.sizes or [512])]
+        rows = benchmark.run_benchmarks((), plan, config, progress=_progress)
+        failed = [r for r in rows if r["status"] != "ok"]
+        for row in failed:
+            print(f"{row['system']} at {row['size']}x{row['size']}: {row['status']}", file=sys.stderr)
+        machine = benchmark.machine_info()
+        print(f"end-to-end generator time, batch 1, on {machine['cpu']} ({machine['threads']} threads), "
+              f"torch {machine['torch']}")
+        _print_table(("backend", "size", "dtype", "first call s", "median s", "spread s", "runs"), [
+            (r["backend"], f"{r['size']}x{r['size']}", r["dtype"], f"{r['first_call_s']:.3f}", f"{r['median_s']:.3f}",
+             f"{r['spread_s']:.3f}", str(len(r["runs_s"]))) for r in rows if r["status"] == "ok"])
+        if args.json:
+            benchmark.append_json(rows, args.json)
+            print(f"appended {len(rows)} rows to {args.json}")
+        return 1 if failed else 0
+
+    if torch.device(args.device).type != "cpu":
+        raise CliError("the kernel and end-to-end suites measure the CPU; use --device cpu")
+    suites = benchmark.SUITES if args.suite == "all" else (args.suite,)
+    names = args.systems.split(",") if args.systems else None
+    try:
+        kernel_systems = benchmark.expand_systems("kernels", names) if "kernels" in suites else []
+        e2e_systems = benchmark.expand_systems("e2e", names) if "e2e" in suites else []
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if args.suite == "kernels":
+        kernel_sizes = args.sizes or list(benchmark.KERNEL_SIZES)
+    else:
+        kernel_sizes = args.kernel_sizes or list(benchmark.KERNEL_SIZES)
+    kernel_sizes = kernel_sizes if kernel_systems else []
+    e2e_sizes = (args.sizes or [512]) if args.suite != "kernels" else []
+    plan = [(size, e2e_systems) for size in e2e_sizes] if e2e_systems else []
+    if not kernel_sizes and not plan:
+        raise CliError(f"no system of suite {args.suite!r} among --systems {args.systems!r}")
+    rows = benchmark.run_benchmarks(kernel_sizes, plan, config, kernel_systems, progress=_progress)
+    print(benchmark.markdown_report(rows))
     if args.json:
-        path = Path(args.json)
-        existing = json.loads(path.read_text()) if path.exists() else []
-        atomic_write_bytes(path, json.dumps(existing + records, indent=1).encode())
-        print(f"appended {len(records)} rows to {path}")
+        benchmark.append_json(rows, args.json)
+        print(f"appended {len(rows)} rows to {args.json}")
+    if args.markdown:
+        atomic_write_bytes(Path(args.markdown), benchmark.markdown_report(rows).encode())
+        print(f"wrote {args.markdown}")
+    if args.plot:
+        try:
+            wrote = benchmark.plot_e2e(rows, args.plot)
+        except ImportError:
+            raise CliError(f"--plot needs matplotlib ({benchmark.BENCH_EXTRA})") from None
+        print(f"wrote {args.plot}" if wrote else f"no end-to-end row to plot; {args.plot} not written")
     return 0
 
 
@@ -312,15 +367,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("parity", help="each available backend against the float64 reference")
     model_options(p, "256,512")
-    p.add_argument("--tolerance", type=float, default=2e-4, help="max abs error allowed (default 2e-4)")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="max abs error allowed (default by dtype: float32 2e-4, bfloat16 1e-2, float64 1e-10)")
     p.set_defaults(func=cmd_parity)
 
-    p = sub.add_parser("bench", help="end-to-end generator timing per backend and size")
+    p = sub.add_parser("bench", help="timings: lama_fast backends end to end, or the kernel / end-to-end suites with peers")
     model_options(p, "512")
-    p.add_argument("--backends", default="all", help="comma-separated backend names, or 'all'")
+    p.set_defaults(sizes=None)
+    p.add_argument("--backends", default=None,
+                   help="without --suite: comma-separated lama_fast backend names, or 'all' (the default)")
+    p.add_argument("--suite", choices=("kernels", "e2e", "all"),
+                   help="kernel blocks (sizes 64,128,256) and/or the end-to-end generator (sizes from --sizes) "
+                        "against peers; each row in its own subprocess")
+    p.add_argument("--systems", help="with --suite: comma-separated systems (eager, channels_last, ours, compile, "
+                                     "openvino-f32, openvino-bf16, onnxruntime, ours-f32, ours-bf16, backend:NAME; "
+                                     "aliases ours, openvino, peers, reference, all)")
+    p.add_argument("--kernel-sizes", type=_parse_sizes, help="with --suite all: the kernel suite's spatial sizes")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1, help="untimed calls before timing, the first call included")
     p.add_argument("--json", help="append the rows to this JSON file")
+    p.add_argument("--markdown", help="with --suite: write the report as markdown to this file")
+    p.add_argument("--plot", help="with --suite: plot end-to-end time against resolution to this PNG")
+    p.add_argument("--cache-dir", default=os.path.join("bench", ".cache"),
+                   help="where the float64 reference outputs are cached (default bench/.cache)")
+    p.add_argument("--in-process", dest="isolate", action="store_false",
+                   help="with --suite: run every row in this process (faster; no peak-memory figures)")
+    p.add_argument("--no-parity", dest="parity", action="store_false",
+                   help="with --suite: skip the float64 reference and the error columns")
+    p.add_argument("--job-timeout", type=float, help="with --suite: stop a row's subprocess after this many seconds")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("inpaint", help="inpaint an image under a mask")

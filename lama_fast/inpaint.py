@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -81,7 +82,8 @@ class Inpainter:
         self.backend = backend
         # Why each other backend was not taken (None for the one that was).
         self.backend_reasons: Dict[str, Optional[str]] = dict(backend_reasons or {backend: None})
-        first = next(generator.parameters(), None)
+        # A fast generator may hold no parameters, only a buffer placed like its inputs.
+        first = next(itertools.chain(generator.parameters(), generator.buffers()), None)
         self.device = first.device if first is not None else torch.device("cpu")
         self.dtype = first.dtype if first is not None else torch.float32
 

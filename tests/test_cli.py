@@ -133,7 +133,8 @@ def test_bench_prints_and_appends_json(capsys, golden_dir, tmp_path):
     results = tmp_path / "results.json"
     for _ in range(2):
         code, out, _ = run(capsys, "bench", "--checkpoint", str(golden_dir / "tiny" / "checkpoint.ckpt"),
-                           "--sizes", "16,24", "--repeats", "2", "--json", str(results))
+                           "--sizes", "16,24", "--repeats", "2", "--backends", "reference",
+                           "--json", str(results))
         assert code == 0
     assert "| reference | 16x16" in out and "median s" in out
     rows = json.loads(results.read_text())

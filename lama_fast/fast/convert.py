@@ -1,0 +1,283 @@
+"""Rewrite a LaMa generator into the fast CPU generator.
+
+Works on lama_fast's reference generator and on one built by the original
+``saicinpainting`` code: both keep the layers in ``generator.model`` (an
+``nn.Sequential``) under the same names; the original uses ``nn.Identity``
+where ours has ``None`` for a missing branch, norm or activation.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from .fold import UnsupportedModelError, batchnorm_scale_shift, fold_batchnorm
+from .layers import (
+    FastFFC,
+    FusedSpectral,
+    PackedConv,
+    PackedConvTranspose,
+    add_branches,
+    concat_branches,
+    to_channels_last,
+)
+
+
+def _is_absent(module: Optional[nn.Module]) -> bool:
+    return module is None or isinstance(module, nn.Identity)
+
+
+def _activation_name(module: Optional[nn.Module], where: str) -> Optional[str]:
+    if _is_absent(module):
+        return None
+    if isinstance(module, nn.ReLU):
+        return "relu"
+    if isinstance(module, nn.Sigmoid):
+        return "sigmoid"
+    if isinstance(module, nn.Tanh):
+        return "tanh"
+    raise UnsupportedModelError(f"{where}: activation {type(module).__name__} is not supported (ReLU only)")
+
+
+def _conv_geometry(conv: nn.Conv2d, where: str) -> dict:
+    if conv.groups != 1:
+        raise UnsupportedModelError(f"{where}: grouped convolutions (groups={conv.groups}) are not supported")
+    if isinstance(conv.padding, str):
+        raise UnsupportedModelError(f"{where}: string padding {conv.padding!r} is not supported")
+    return dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, padding_mode=conv.padding_mode)
+
+
+def _conv_with(conv: nn.Conv2d, weight: torch.Tensor, bias: Optional[torch.Tensor], dtype: torch.dtype,
+               where: str, algorithm: str = "direct") -> PackedConv:
+    return PackedConv(weight, bias, dtype, algorithm=algorithm, **_conv_geometry(conv, where))
+
+
+def _spectral(st: nn.Module, scale_g: torch.Tensor, dtype: torch.dtype, where: str) -> FusedSpectral:
+    """The fused op's weights for a SpectralTransform whose output is scaled by ``scale_g`` (BN_g)."""
+    if getattr(st, "enable_lfu", False) or not _is_absent(getattr(st, "lfu", None)):
+        raise UnsupportedModelError(f"{where}: the local Fourier unit (enable_lfu=True) is not fused")
+    stride = getattr(st, "stride", 1)
+    if stride not in (1, 2):
+        raise UnsupportedModelError(f"{where}: spectral stride {stride} is not supported")
+    conv1, bn1, relu1 = st.conv1[0], st.conv1[1], st.conv1[2]
+    if not isinstance(relu1, nn.ReLU) or conv1.kernel_size != (1, 1) or conv1.groups != 1:
+        raise UnsupportedModelError(f"{where}: conv1 is not a 1x1 conv + BN + ReLU")
+    fu = st.fu
+    for flag in ("use_se", "spectral_pos_encoding", "ffc3d"):
+        if getattr(fu, flag, False):
+            raise UnsupportedModelError(f"{where}: the Fourier unit option {flag} is not supported")
+    if getattr(fu, "spatial_scale_factor", None) is not None:
+        raise UnsupportedModelError(f"{where}: the Fourier unit option spatial_scale_factor is not supported")
+    if fu.conv_layer.groups != 1 or fu.conv_layer.bias is not None:
+        raise UnsupportedModelError(f"{where}: the Fourier unit's conv must be ungrouped and bias-free")
+    hidden = conv1.out_channels
+    scale1, shift1 = batchnorm_scale_shift(bn1, hidden)
+    w1, b1 = fold_batchnorm(conv1.weight.flatten(1), conv1.bias, scale1, shift1)
+    channels2 = fu.conv_layer.out_channels
+    scale_f, shift_f = batchnorm_scale_shift(fu.bn, channels2)
+    w_freq, b_freq = fold_batchnorm(fu.conv_layer.weight.flatten(1), None, scale_f, shift_f)
+    if st.conv2.bias is not None:
+        raise UnsupportedModelError(f"{where}: conv2 with a bias is not supported")
+    w2 = st.conv2.weight.detach().double().flatten(1) * scale_g.view(-1, 1)
+    return FusedSpectral(w1, b1, w_freq, b_freq, w2, getattr(fu, "fft_norm", "ortho"), dtype, stride == 2)
+
+
+def convert_ffc_layer(layer: nn.Module, dtype: torch.dtype, where: str, conv_algorithm: str = "auto") -> FastFFC:
+    """An FFC_BN_ACT (ours or the original's) as a FastFFC with its BatchNorms folded.
+
+    ``conv_algorithm`` applies to the stride-1 3x3 convolutions between the
+    branches: "auto" takes the Winograd kernels where they are usable (float32,
+    AVX2/AVX-512), "direct" always oneDNN's direct convolution.
+    """
+    ffc = layer.ffc
+    if getattr(ffc, "gated", False):
+        raise UnsupportedModelError(f"{where}: gated FFC layers are not supported")
+    l2l, l2g, g2l, g2g = (None if _is_absent(m) else m for m in (ffc.convl2l, ffc.convl2g, ffc.convg2l, ffc.convg2g))
+    for name, conv in (("convl2l", l2l), ("convl2g", l2g), ("convg2l", g2l)):
+        if conv is not None and not isinstance(conv, nn.Conv2d):
+            raise UnsupportedModelError(f"{where}.{name}: {type(conv).__name__} is not supported")
+    local_convs = [c for c in (l2l, g2l) if c is not None]
+    global_convs = [c for c in (l2g,) if c is not None]
+    out_cl = local_convs[0].out_channels if local_convs else 0
+    if g2g is not None:
+        out_cg = g2g.conv2.out_channels
+    else:
+        out_cg = global_convs[0].out_channels if global_convs else 0
+    act_l = _activation_name(getattr(layer, "act_l", None), where + ".act_l") if out_cl else None
+    act_g = _activation_name(getattr(layer, "act_g", None), where + ".act_g") if out_cg else None
+    if g2g is not None and act_g not in (None, "relu"):
+        raise UnsupportedModelError(f"{where}: activation {act_g} after a spectral branch is not supported")
+    scale_l, shift_l = batchnorm_scale_shift(getattr(layer, "bn_l", None), out_cl) if out_cl else (None, None)
+    scale_g, shift_g = batchnorm_scale_shift(getattr(layer, "bn_g", None), out_cg) if out_cg else (None, None)
+
+    def folded(conv: Optional[nn.Conv2d], scale, shift, with_shift: bool):
+        if conv is None:
+            return None, None
+        weight, bias = fold_batchnorm(conv.weight, conv.bias, scale, shift)
+        if not with_shift:
+            # The shift is added once per output, by the first convolution that carries it.
+            bias = None if conv.bias is None else conv.bias.detach().double() * scale
+        return weight, bias
+
+    # Merge the two convolutions of the local input when there is no global input.
+    if g2l is None and g2g is None and l2l is not None and l2g is not None and act_l == act_g:
+        w_l, b_l = folded(l2l, scale_l, shift_l, True)
+        w_g, b_g = folded(l2g, scale_g, shift_g, True)
+        merged = _conv_with(l2l, torch.cat((w_l, w_g)), torch.cat((b_l, b_g)), dtype, where)
+        return FastFFC(None, None, None, None, merged, None, None, act_l, act_g, split=out_cl)
+
+    pl2l = pg2l = pl2g = None
+    if l2l is not None:
+        w, b = folded(l2l, scale_l, shift_l, True)
+        pl2l = _conv_with(l2l, w, b, dtype, where + ".convl2l", conv_algorithm)
+    if g2l is not None:
+        w, b = folded(g2l, scale_l, shift_l, l2l is None)
+        pg2l = _conv_with(g2l, w, b, dtype, where + ".convg2l", conv_algorithm)
+    if l2g is not None:
+        w, b = folded(l2g, scale_g, shift_g, True)
+        pl2g = _conv_with(l2g, w, b, dtype, where + ".convl2g", conv_algorithm)
+    spectral = None
+    bias_g = None
+    if g2g is not None:
+        spectral = _spectral(g2g, scale_g, dtype, where + ".convg2g")
+        if l2g is None:
+            bias_g = shift_g.to(dtype)
+    return FastFFC(pl2l, pg2l, pl2g, spectral, None, shift_l, bias_g, act_l, act_g, split=out_cl)
+
+
+class _Pad:
+    def __init__(self, module: nn.Module) -> None:
+        padding = module.padding
+        self.padding = (padding,) * 4 if isinstance(padding, int) else tuple(int(p) for p in padding)
+        self.mode = "reflect" if isinstance(module, nn.ReflectionPad2d) else (
+            "replicate" if isinstance(module, nn.ReplicationPad2d) else "constant")
+
+    def __call__(self, x):
+        if isinstance(x, tuple):
+            raise UnsupportedModelError("a padding layer between FFC layers is not supported")
+        return to_channels_last(torch.nn.functional.pad(x, self.padding, mode=self.mode))
+
+
+def _is_reflect(module: nn.Module) -> bool:
+    return isinstance(module, nn.ReflectionPad2d)
+
+
+class _Layer:
+    def __init__(self, ffc: FastFFC) -> None:
+        self.ffc = ffc
+
+    def __call__(self, x):
+        if not isinstance(x, tuple):
+            x = (x, None)
+        return self.ffc(x)
+
+
+class _ResBlock:
+    def __init__(self, first: FastFFC, second: FastFFC) -> None:
+        self.first, self.second = first, second
+
+    def __call__(self, x):
+        if not isinstance(x, tuple):
+            x = (x, None)
+        return add_branches(x, self.second(self.first(x)))
+
+
+class _Concat:
+    def __call__(self, x):
+        return concat_branches(x) if isinstance(x, tuple) else x
+
+
+class _Conv:
+    def __init__(self, conv: PackedConv, activation: Optional[str]) -> None:
+        self.conv, self.activation = conv, activation
+
+    def __call__(self, x):
+        return self.conv.run(x, self.activation)
+
+
+def convert_stages(generator: nn.Module, dtype: torch.dtype, output_conv_dtype: Optional[torch.dtype] = None,
+                   conv_algorithm: str = "auto") -> List:
+    """The generator's ``model`` Sequential as a list of fused callables.
+
+    ``output_conv_dtype`` (default ``dtype``) is the dtype of the last convolution, the one
+    that makes the image: bfloat16 there would cost the output about a level of 8-bit colour.
+    """
+    layers = list(getattr(generator, "model", []))
+    if not layers:
+        raise UnsupportedModelError(f"{type(generator).__name__} has no 'model' Sequential of LaMa layers")
+    last_conv = max((j for j, m in enumerate(layers) if isinstance(m, nn.Conv2d)), default=-1)
+    stages: List = []
+    i = 0
+    while i < len(layers):
+        layer, where = layers[i], f"model.{i}"
+        following = layers[i + 1:]
+        if hasattr(layer, "ffc"):
+            stages.append(_Layer(convert_ffc_layer(layer, dtype, where, conv_algorithm)))
+        elif hasattr(layer, "conv1") and hasattr(layer, "conv2") and hasattr(layer.conv1, "ffc"):
+            if getattr(layer, "inline", False):
+                raise UnsupportedModelError(f"{where}: inline residual blocks are not supported")
+            stages.append(_ResBlock(convert_ffc_layer(layer.conv1, dtype, where + ".conv1", conv_algorithm),
+                                    convert_ffc_layer(layer.conv2, dtype, where + ".conv2", conv_algorithm)))
+        elif type(layer).__name__ == "ConcatTupleLayer":
+            stages.append(_Concat())
+        elif isinstance(layer, (nn.ConvTranspose2d, nn.Conv2d)):
+            # Fold a following BatchNorm2d and take a following activation into the convolution.
+            consumed = 1
+            scale, shift = batchnorm_scale_shift(None, layer.out_channels)
+            if following and isinstance(following[0], nn.BatchNorm2d):
+                scale, shift = batchnorm_scale_shift(following[0], layer.out_channels)
+                consumed += 1
+            activation = None
+            rest = layers[i + consumed:]
+            if rest and isinstance(rest[0], (nn.ReLU, nn.Sigmoid, nn.Tanh)):
+                activation = _activation_name(rest[0], f"model.{i + consumed}")
+                consumed += 1
+            if isinstance(layer, nn.ConvTranspose2d):
+                if layer.groups != 1:
+                    raise UnsupportedModelError(f"{where}: grouped transposed convolutions are not supported")
+                weight, bias = fold_batchnorm(layer.weight, layer.bias, scale, shift, out_dim=1)
+                stages.append(PackedConvTranspose(weight, bias, dtype, layer.stride, layer.padding,
+                                                  layer.output_padding, layer.dilation, activation))
+            else:
+                weight, bias = fold_batchnorm(layer.weight, layer.bias, scale, shift)
+                conv_dtype = output_conv_dtype if (i == last_conv and output_conv_dtype is not None) else dtype
+                geometry = _conv_geometry(layer, where)
+                # A symmetric reflect pad just before an unpadded convolution becomes the
+                # convolution's own padding, so large inputs are padded stripe by stripe.
+                if stages and isinstance(stages[-1], _Pad) and stages[-1].mode in ("reflect", "replicate") \
+                        and tuple(layer.padding) == (0, 0):
+                    left, right, top, bottom = stages[-1].padding
+                    if left == right and top == bottom:
+                        stages.pop()
+                        geometry.update(padding=(top, left), padding_mode=("reflect" if _is_reflect(layers[i - 1])
+                                                                            else "replicate"))
+                stages.append(_Conv(PackedConv(weight, bias, conv_dtype, **geometry), activation))
+            i += consumed
+            continue
+        elif isinstance(layer, (nn.ReflectionPad2d, nn.ReplicationPad2d, nn.ZeroPad2d)):
+            stages.append(_Pad(layer))
+        elif isinstance(layer, nn.BatchNorm2d):
+            raise UnsupportedModelError(f"{where}: a BatchNorm2d not preceded by a convolution")
+        elif isinstance(layer, (nn.ReLU, nn.Sigmoid, nn.Tanh)):
+            stages.append(_Activation(_activation_name(layer, where)))
+        elif isinstance(layer, nn.Identity):
+            pass
+        else:
+            raise UnsupportedModelError(f"{where}: layer {type(layer).__name__} is not supported")
+        i += 1
+    return stages
+
+
+class _Activation:
+    def __init__(self, name: Optional[str]) -> None:
+        self.name = name
+
+    def __call__(self, x):
+        from .layers import _activate
+
+        return _activate(x, self.name)
+
+
+__all__ = ["convert_stages", "convert_ffc_layer", "UnsupportedModelError"]

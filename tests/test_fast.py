@@ -1,0 +1,310 @@
+"""optimize(backend="cpu"): the rewritten generator against the reference and the golden vectors."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import lama_fast
+from configs import tiny_config
+from lama_fast.backends import available_backends
+from lama_fast.fast import FastGenerator, UnsupportedModelError
+import lama_fast.fast
+from lama_fast.fast.convert import convert_ffc_layer
+from lama_fast.fast.layers import winograd_reason
+from lama_fast.inpaint import pad_to_modulo
+from lama_fast.model import FFC_BN_ACT, build_generator
+from lama_fast.model.random import random_generator
+from test_model import _golden_generator, randomise, scaled_error
+
+CPU_REASON = available_backends("cpu", torch.float32)["cpu"]
+pytestmark = pytest.mark.skipif(CPU_REASON is not None, reason=f"cpu backend unavailable: {CPU_REASON}")
+BF16_REASON = available_backends("cpu", torch.bfloat16)["cpu"]
+WINOGRAD_REASON = winograd_reason() if CPU_REASON is None else CPU_REASON
+
+# |got - want| <= tol * max(1, |want|) against float64 truth.
+TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}
+
+
+def _input(shape, seed=0, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    image = torch.rand(shape[0], 3, *shape[2:], generator=gen, dtype=torch.float64)
+    mask = (torch.rand(shape[0], 1, *shape[2:], generator=gen) > 0.6).double()
+    return torch.cat((image * (1 - mask), mask), dim=1).to(dtype)
+
+
+def _reference_output(generator, x):
+    with torch.no_grad():
+        return copy.deepcopy(generator).double()(x.double())
+
+
+# --- the rewrite is exact in float64 -------------------------------------------------------------
+
+VARIANTS = {
+    "tiny": tiny_config(),
+    "forward-norm": tiny_config(resnet_conv_kwargs={"ratio_gin": 0.75, "ratio_gout": 0.75,
+                                                     "enable_lfu": False, "fft_norm": "forward"}),
+    "half-global": tiny_config(n_blocks=2, resnet_conv_kwargs={"ratio_gin": 0.5, "ratio_gout": 0.5,
+                                                                "enable_lfu": False}),
+    "tanh-out": tiny_config(add_out_act="tanh"),
+    "no-out-act": tiny_config(add_out_act=False),
+    "all-local": tiny_config(resnet_conv_kwargs={"ratio_gin": 0, "ratio_gout": 0, "enable_lfu": False}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_float64_rewrite_equals_reference(name):
+    generator = randomise(build_generator(VARIANTS[name]), seed=3)
+    x = _input((2, 4, 24, 40), seed=1)
+    fast = lama_fast.optimize(generator, backend="cpu", dtype=torch.float64)
+    assert isinstance(fast, FastGenerator) and fast.lama_fast_backend == "cpu"
+    out = fast(x)
+    want = _reference_output(generator, x)
+    assert out.dtype == torch.float64 and out.shape == want.shape and out.is_contiguous()
+    assert want.std() > 1e-3
+    assert scaled_error(out, want) <= TOLERANCE[torch.float64]
+
+
+def test_odd_sizes_and_batch():
+    generator = random_generator(tiny_config(), seed=2)
+    for shape in [(1, 4, 8, 8), (3, 4, 20, 36), (1, 4, 52, 12)]:
+        x = _input(shape, seed=4)
+        want = _reference_output(generator, x)
+        got = lama_fast.optimize(generator, backend="cpu", dtype=torch.float32)(x.float())
+        assert got.shape == want.shape
+        assert scaled_error(got, want) <= TOLERANCE[torch.float32]
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
+def test_any_input_layout(layout):
+    generator = random_generator(tiny_config(), seed=2)
+    x = _input((1, 4, 32, 32), seed=5)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "strided":
+        x = torch.cat((x, x), dim=3)[..., ::2]
+    want = _reference_output(generator, x)
+    got = lama_fast.optimize(generator, backend="cpu", dtype=torch.float64)(x)
+    assert scaled_error(got, want) <= TOLERANCE[torch.float64]
+
+
+# --- golden vectors from the original code ----------------------------------------------------
+
+def _golden_batch(case, dtype):
+    image = case["image"].permute(2, 0, 1).double() / 255
+    mask = (case["mask"] > 0).double()[None]
+    image, mask = pad_to_modulo(image), pad_to_modulo(mask)
+    return torch.cat((image * (1 - mask), mask))[None].to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_generator_matches_golden(golden_dir, golden_case, dtype):
+    case = golden_case("inpaint_case")
+    fast = lama_fast.optimize(_golden_generator(golden_dir, torch.float32), backend="cpu", dtype=dtype)
+    out = fast(_golden_batch(case, dtype))
+    want = case["generator_output"]
+    assert out.dtype == dtype
+    assert scaled_error(out, want) <= TOLERANCE[dtype] if dtype == torch.float64 else (
+        (out.double() - want).abs().max().item() <= 2e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ffc_layer_matches_golden(golden_case, dtype):
+    case = golden_case("ffc_case")
+    module = FFC_BN_ACT(128, 128, 3, 0.75, 0.75, padding=1, activation=True, enable_lfu=False)
+    module.load_state_dict(case["state_dict"], strict=True)
+    layer = convert_ffc_layer(module.eval(), dtype, "ffc_case", conv_algorithm="direct")
+    out_l, out_g = layer((case["input_local"].to(dtype), case["input_global"].to(dtype)))
+    assert scaled_error(out_l, case["output_local"]) <= TOLERANCE[dtype]
+    assert scaled_error(out_g, case["output_global"]) <= TOLERANCE[dtype]
+
+
+@pytest.mark.skipif(WINOGRAD_REASON is not None, reason=f"Winograd unavailable: {WINOGRAD_REASON}")
+def test_ffc_layer_with_winograd_matches_golden(golden_case):
+    """Winograd's rounding error scales with the layer's inputs, not with each output element, so
+    its bound is norm-wise: max |error| <= 1e-5 * max |expected| (measured 1.8e-6 and 2.8e-7)."""
+    case = golden_case("ffc_case")
+    module = FFC_BN_ACT(128, 128, 3, 0.75, 0.75, padding=1, activation=True, enable_lfu=False)
+    module.load_state_dict(case["state_dict"], strict=True)
+    layer = convert_ffc_layer(module.eval(), torch.float32, "ffc_case", conv_algorithm="auto")
+    assert all(conv.algorithm == "winograd" for conv in (layer.l2l, layer.g2l, layer.l2g))
+    out_l, out_g = layer((case["input_local"].float(), case["input_global"].float()))
+    for got, want in ((out_l, case["output_local"]), (out_g, case["output_global"])):
+        assert (got.double() - want).abs().max().item() <= 1e-5 * want.abs().max().item()
+
+
+def test_conv_algorithms_are_recorded():
+    generator = random_generator("big-lama", seed=0)
+    direct = lama_fast.fast.build_fast_generator(generator, torch.float32, conv_algorithm="direct")
+    # 108 in the blocks, 1 + 3 in the encoder (the last downsampling merges two), 3 x 4 upsampling
+    # phases, 1 output convolution.
+    assert direct.conv_algorithms() == {"onednn": 125}
+    bf16 = lama_fast.fast.build_fast_generator(generator, torch.bfloat16)
+    assert bf16.conv_algorithms() == {"onednn": 125}
+    if WINOGRAD_REASON is None:
+        # 18 blocks x 2 layers x 3 branch convolutions; the encoder and decoder stay on oneDNN.
+        auto = lama_fast.fast.build_fast_generator(generator, torch.float32)
+        assert auto.conv_algorithms() == {"onednn": 17, "winograd": 108}
+
+
+def test_golden_image_float64_every_pixel(golden_dir, golden_case):
+    case = golden_case("inpaint_case")
+    inpainter = lama_fast.load(golden_dir / "tiny" / "checkpoint.ckpt", backend="cpu", dtype=torch.float64)
+    assert inpainter.backend == "cpu" and inpainter.dtype == torch.float64
+    result = inpainter(case["image"].numpy(), case["mask"].numpy())
+    np.testing.assert_array_equal(result, case["inpainted_uint8"].numpy())
+
+
+def test_golden_image_float32_within_one_level(golden_dir, golden_case):
+    case = golden_case("inpaint_case")
+    inpainter = lama_fast.load(golden_dir / "tiny" / "checkpoint.ckpt")
+    assert inpainter.backend == "cpu" and inpainter.dtype == torch.float32
+    result = inpainter(case["image"].numpy(), case["mask"].numpy()).astype(int)
+    want = case["inpainted_uint8"].numpy().astype(int)
+    assert np.abs(result - want).max() <= 1
+    assert (result == want).mean() >= 0.999
+
+
+@pytest.mark.skipif(BF16_REASON is not None, reason=f"bfloat16 unavailable: {BF16_REASON}")
+def test_golden_image_bfloat16_within_two_levels(golden_dir, golden_case):
+    case = golden_case("inpaint_case")
+    inpainter = lama_fast.load(golden_dir / "tiny" / "checkpoint.ckpt", dtype=torch.bfloat16)
+    assert inpainter.backend == "cpu" and inpainter.dtype == torch.float32
+    assert inpainter.generator.compute_dtype == torch.bfloat16
+    result = inpainter(case["image"].numpy(), case["mask"].numpy()).astype(int)
+    want = case["inpainted_uint8"].numpy().astype(int)
+    assert (np.abs(result - want) <= 2).mean() >= 0.999
+
+
+@pytest.mark.skipif(BF16_REASON is not None, reason=f"bfloat16 unavailable: {BF16_REASON}")
+def test_bfloat16_error_is_bounded_and_not_float32():
+    generator = random_generator(tiny_config(), seed=2)
+    x = _input((1, 4, 32, 48), seed=6)
+    want = _reference_output(generator, x)
+    got32 = lama_fast.optimize(generator, backend="cpu", dtype=torch.float32)(x.float())
+    got16 = lama_fast.optimize(generator, backend="cpu", dtype=torch.bfloat16)(x.float())
+    assert got16.dtype == torch.float32
+    err16 = (got16.double() - want).abs().max().item()
+    err32 = (got32.double() - want).abs().max().item()
+    # bfloat16 keeps 8 bits of mantissa: visibly less exact than float32, still far below a colour level.
+    assert err32 < err16 < 1 / 255
+
+
+# --- what optimize() accepts and refuses ---------------------------------------------------------
+
+def test_optimize_leaves_the_input_untouched():
+    generator = random_generator(tiny_config(), seed=2)
+    before = {k: v.clone() for k, v in generator.state_dict().items()}
+    generator.train()
+    lama_fast.optimize(generator, backend="cpu")
+    assert generator.training
+    after = generator.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_auto_picks_cpu_and_records_reasons():
+    fast = lama_fast.optimize(random_generator(tiny_config(), seed=2))
+    assert fast.lama_fast_backend == "cpu"
+    assert fast.lama_fast_backend_reasons["cpu"] is None
+
+
+def test_lfu_is_refused_by_name_and_auto_falls_back():
+    generator = build_generator(tiny_config(resnet_conv_kwargs={"ratio_gin": 0.75, "ratio_gout": 0.75,
+                                                                 "enable_lfu": True}))
+    with pytest.raises(UnsupportedModelError) as info:
+        lama_fast.optimize(generator, backend="cpu")
+    assert str(info.value) == (
+        "backend 'cpu' cannot run this generator: model.4.conv1.convg2g: "
+        "the local Fourier unit (enable_lfu=True) is not fused"
+    )
+    fallback = lama_fast.optimize(generator)
+    assert fallback.lama_fast_backend == "reference"
+    assert fallback.lama_fast_backend_reasons["cpu"].startswith("this generator is not supported: model.4.conv1")
+
+
+def test_gated_is_refused():
+    generator = build_generator(tiny_config(resnet_conv_kwargs={"ratio_gin": 0.75, "ratio_gout": 0.75,
+                                                                 "enable_lfu": False, "gated": True}))
+    with pytest.raises(UnsupportedModelError, match=r"model\.4\.conv1: gated FFC layers are not supported"):
+        lama_fast.optimize(generator, backend="cpu")
+
+
+def test_half_precision_is_refused_with_reason():
+    with pytest.raises(ValueError) as info:
+        lama_fast.optimize(random_generator(tiny_config(), seed=2), backend="cpu", dtype=torch.float16)
+    assert str(info.value) == (
+        "backend 'cpu' cannot run on cpu in torch.float16: the cpu backend runs in float32, bfloat16 or "
+        "float64; got torch.float16"
+    )
+
+
+def test_bad_input_messages():
+    fast = lama_fast.optimize(random_generator(tiny_config(), seed=2), backend="cpu")
+    with pytest.raises(ValueError, match=r"^expected 4 input channels, got 3$"):
+        fast(torch.zeros(1, 3, 16, 16))
+    with pytest.raises(ValueError, match=r"^expected an \(N, C, H, W\) tensor, got torch.Size\(\[4, 16, 16\]\)$"):
+        fast(torch.zeros(4, 16, 16))
+
+
+# --- a generator laid out as the original saicinpainting code builds it --------------------------
+
+def _as_original_layout(generator: nn.Module) -> nn.Module:
+    """Our generator with the original's conventions: nn.Identity for every missing branch,
+    norm and activation, and the Fourier unit's extra (off) options as attributes."""
+    generator = copy.deepcopy(generator)
+    for module in generator.modules():
+        for name in ("convl2l", "convl2g", "convg2l", "convg2g", "gate", "bn_l", "bn_g", "act_l", "act_g", "lfu"):
+            if name in module._modules and module._modules[name] is None:
+                module._modules[name] = nn.Identity()
+        if type(module).__name__ == "FourierUnit":
+            module.use_se = False
+            module.spatial_scale_factor = None
+            module.spectral_pos_encoding = False
+            module.ffc3d = False
+            module.groups = 1
+        if type(module).__name__ == "FFCResnetBlock":
+            module.inline = False
+    return generator
+
+
+def test_original_layout_is_accepted():
+    generator = random_generator(tiny_config(), seed=2)
+    original = _as_original_layout(generator)
+    assert any(isinstance(m, nn.Identity) for m in original.modules())
+    x = _input((1, 4, 24, 32), seed=7)
+    want = _reference_output(generator, x)
+    got = lama_fast.optimize(original, backend="cpu", dtype=torch.float64)(x)
+    assert scaled_error(got, want) <= TOLERANCE[torch.float64]
+
+
+def test_inline_block_is_refused():
+    original = _as_original_layout(random_generator(tiny_config(), seed=2))
+    original.model[4].inline = True
+    with pytest.raises(UnsupportedModelError, match=r"model\.4: inline residual blocks are not supported"):
+        lama_fast.optimize(original, backend="cpu")
+
+
+# --- large inputs run in stripes -----------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_striped_layers_equal_whole_layers(monkeypatch, dtype):
+    """With tiny stripe thresholds every full-resolution layer runs in stripes; nothing changes."""
+    from lama_fast.fast import layers
+
+    generator = random_generator(tiny_config(), seed=2)
+    x = _input((2, 4, 72, 40), seed=8)
+    whole = lama_fast.optimize(generator, backend="cpu", dtype=dtype)(x.to(dtype))
+    monkeypatch.setattr(layers, "STRIPE_ABOVE_BYTES", 1024)
+    monkeypatch.setattr(layers, "STRIPE_BYTES", 2048)
+    calls = []
+    original = layers.PackedConv.into
+    monkeypatch.setattr(layers.PackedConv, "into", lambda self, *a: calls.append(1) or original(self, *a))
+    striped = lama_fast.optimize(generator, backend="cpu", dtype=dtype)(x.to(dtype))
+    assert len(calls) > 8
+    want = _reference_output(generator, x)
+    assert scaled_error(striped, want) <= TOLERANCE[dtype]
+    assert scaled_error(striped, whole) <= TOLERANCE[dtype]

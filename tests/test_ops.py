@@ -1,0 +1,410 @@
+"""The compiled ops lama_fast::spectral_transform and lama_fast::fourier_unit against float64 truth.
+
+The truth is tests/numpy_reference.py (independent float64 NumPy) for the
+module-shaped cases and a float64 PyTorch statement of the op's math for the
+general ones (any Cout, bias, other, relu).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import numpy_reference as npref
+from lama_fast._build import build_info
+from lama_fast.model.ffc import FourierUnit, SpectralTransform
+from lama_fast.ops._extension import load_extension
+
+REASON = load_extension()
+if REASON is not None:
+    if build_info()["cpu_extension"].startswith("built"):
+        raise RuntimeError(f"lama_fast._C was built but does not load: {REASON}")
+    pytest.skip(f"lama_fast._C is not available: {REASON}", allow_module_level=True)
+
+from lama_fast.ops import spectral  # noqa: E402  (after the skip: it needs the extension)
+
+NORMS = ("ortho", "forward", "backward")
+# max |got - want| / max |want| against float64 truth.
+TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12}
+# bfloat16: at most twice the error of plain PyTorch doing the same math, plus this.
+BF16_FLOOR = 1e-3
+# The ways to call the op: (relu, bias, other, channels_last input).
+VARIANTS = [
+    (False, False, False, False), (True, True, True, True), (False, True, False, True), (True, False, True, False),
+]
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    got, want = got.double(), want.double()
+    return ((got - want).abs().max() / want.abs().max()).item()
+
+
+def randomise(module: nn.Module, seed: int) -> nn.Module:
+    """Random 1x1 conv weights and non-trivial BatchNorm statistics, eval mode."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (1.5 / m.weight[0].numel()) ** 0.5)
+            elif isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.weight.copy_(1 + 0.2 * torch.randn(n, generator=gen))
+                m.bias.copy_(0.2 * torch.randn(n, generator=gen))
+                m.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
+                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+    return module.eval()
+
+
+def fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight (out, in), bias) of a bias-free 1x1 conv followed by eval-mode BatchNorm, in float64."""
+    scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    weight = conv.weight.detach().double()[:, :, 0, 0] * scale[:, None]
+    return weight, bn.bias.detach().double() - bn.running_mean.double() * scale
+
+
+def folded_spectral(st: SpectralTransform, dtype: torch.dtype) -> list[torch.Tensor]:
+    """w1, b1, w_freq, b_freq, w2 of a SpectralTransform with its BatchNorms folded in."""
+    conv, bn, _ = st.conv1
+    w1, b1 = fold(conv, bn)
+    w_freq, b_freq = fold(st.fu.conv_layer, st.fu.bn)
+    w2 = st.conv2.weight.detach().double()[:, :, 0, 0]
+    return [t.to(dtype).contiguous() for t in (w1, b1, w_freq, b_freq, w2)]
+
+
+def random_weights(cin: int, ch: int, cout: int, dtype: torch.dtype, seed: int) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    tensors = [
+        torch.randn(ch, cin, generator=gen) / cin**0.5,
+        0.1 * torch.randn(ch, generator=gen),
+        torch.randn(2 * ch, 2 * ch, generator=gen) / (2 * ch) ** 0.5,
+        0.1 * torch.randn(2 * ch, generator=gen),
+        torch.randn(cout, ch, generator=gen) / ch**0.5,
+    ]
+    return [t.to(dtype) for t in tensors]
+
+
+def torch_fourier_unit(y: torch.Tensor, w_freq, b_freq, norm: str) -> torch.Tensor:
+    """The Fourier unit in float64 PyTorch, weights already folded."""
+    n, c, h, w = y.shape
+    spec = torch.fft.rfft2(y, norm=norm)
+    stacked = torch.view_as_real(spec).permute(0, 1, 4, 2, 3).reshape(n, 2 * c, h, spec.shape[-1])
+    mixed = torch.relu(torch.einsum("oc,nchw->nohw", w_freq, stacked) + b_freq[:, None, None])
+    mixed = mixed.view(n, c, 2, h, spec.shape[-1])
+    return torch.fft.irfft2(torch.complex(mixed[:, :, 0], mixed[:, :, 1]), s=(h, w), norm=norm)
+
+
+def torch_spectral(x, w1, b1, w_freq, b_freq, w2, bias, other, relu, norm) -> torch.Tensor:
+    """The op's math in float64 PyTorch."""
+    x, w1, b1, w_freq, b_freq, w2 = (t.double() for t in (x, w1, b1, w_freq, b_freq, w2))
+    y = torch.relu(torch.einsum("oc,nchw->nohw", w1, x) + b1[:, None, None])
+    out = torch.einsum("oc,nchw->nohw", w2, y + torch_fourier_unit(y, w_freq, b_freq, norm))
+    if bias is not None:
+        out = out + bias.double()[:, None, None]
+    if other is not None:
+        out = out + other.double()
+    return torch.relu(out) if relu else out
+
+
+def check_output(out: torch.Tensor, shape, dtype) -> None:
+    assert out.shape == torch.Size(shape)
+    assert out.dtype == dtype
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.isfinite(out).all()
+
+
+# --- parity --------------------------------------------------------------------------------
+
+# (batch, Cin, Cout, H, W); the module's hidden width is Ch = Cout // 2 = 6. W = 83 has a
+# prime factor too large for the op's own FFT and takes ATen's.
+MODULE_CASES = [(1, 7, 12, 12, 20), (2, 12, 12, 7, 9), (1, 12, 12, 61, 83)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("case", MODULE_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_spectral_transform_matches_numpy_reference(case, norm, dtype):
+    batch, cin, cout, h, w = case
+    st = randomise(SpectralTransform(cin, cout, fft_norm=norm), seed=cin * h + w)
+    weights = folded_spectral(st, dtype)
+    gen = torch.Generator().manual_seed(h * w)
+    x = torch.randn(batch, cin, h, w, generator=gen).to(dtype)
+    truth = npref.spectral_transform(x.double().numpy(), st.state_dict(), norm=norm)
+    for relu, use_bias, use_other, channels_last in VARIANTS:
+        bias = torch.randn(cout, generator=gen).to(dtype) if use_bias else None
+        other = torch.randn(batch, cout, h, w, generator=gen).to(dtype) if use_other else None
+        want = truth.copy()
+        if bias is not None:
+            want = want + bias.double().numpy()[None, :, None, None]
+        if other is not None:
+            want = want + other.double().numpy()
+        if relu:
+            want = np.maximum(want, 0)
+        xin = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        out = spectral.spectral_transform(xin, *weights, bias, other, relu, norm)
+        check_output(out, (batch, cout, h, w), dtype)
+        assert relative_error(out, torch.from_numpy(want)) <= TOLERANCE[dtype], (relu, use_bias, use_other)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("case", MODULE_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_fourier_unit_matches_numpy_reference(case, norm, dtype):
+    batch, _, channels, h, w = case
+    fu = randomise(FourierUnit(channels, channels, fft_norm=norm), seed=h + w)
+    w_freq, b_freq = (t.to(dtype).contiguous() for t in fold(fu.conv_layer, fu.bn))
+    x = torch.randn(batch, channels, h, w, generator=torch.Generator().manual_seed(h)).to(dtype)
+    want = torch.from_numpy(npref.fourier_unit(x.double().numpy(), fu.state_dict(), "", norm))
+    for xin in (x, x.contiguous(memory_format=torch.channels_last)):
+        out = spectral.fourier_unit(xin, w_freq, b_freq, norm)
+        check_output(out, x.shape, dtype)
+        assert relative_error(out, want) <= TOLERANCE[dtype]
+
+
+# (batch, Cin, Ch, Cout, H, W): every radix of the op's FFT (4, 2, 3, generic 5, 7, 11, 13,
+# 61), odd and even W, 1-point axes, several row chunks and column groups, channel blocks.
+SIZE_CASES = [
+    (1, 5, 3, 4, 1, 1),
+    (1, 5, 3, 4, 2, 2),
+    (1, 5, 3, 4, 1, 8),
+    (2, 5, 3, 4, 9, 1),
+    (1, 6, 4, 5, 13, 11),
+    (1, 4, 5, 6, 61, 10),
+    (1, 8, 7, 8, 5, 50),
+    (1, 8, 9, 8, 49, 14),
+    (2, 8, 4, 8, 48, 80),
+    (1, 24, 20, 16, 32, 96),
+    (1, 16, 64, 16, 256, 2),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", SIZE_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_spectral_transform_sizes(case, dtype):
+    batch, cin, ch, cout, h, w = case
+    weights = random_weights(cin, ch, cout, dtype, seed=h * w)
+    gen = torch.Generator().manual_seed(h + w)
+    x = torch.randn(batch, cin, h, w, generator=gen).to(dtype)
+    other = torch.randn(batch, cout, h, w, generator=gen).to(dtype)
+    bias = torch.randn(cout, generator=gen).to(dtype)
+    for norm, relu in (("ortho", True), ("backward", False)):
+        out = spectral.spectral_transform(x, *weights, bias, other, relu, norm)
+        check_output(out, (batch, cout, h, w), dtype)
+        want = torch_spectral(x, *weights, bias, other, relu, norm)
+        assert relative_error(out, want) <= TOLERANCE[dtype], norm
+    fu_in = x[:, :ch] if cin >= ch else torch.randn(batch, ch, h, w, generator=gen).to(dtype)
+    out = spectral.fourier_unit(fu_in, weights[2], weights[3], "forward")
+    check_output(out, fu_in.shape, dtype)
+    want = torch_fourier_unit(fu_in.double(), weights[2].double(), weights[3].double(), "forward")
+    assert relative_error(out, want) <= TOLERANCE[dtype]
+
+
+def test_matches_reference_module_float32():
+    st = randomise(SpectralTransform(32, 48), seed=3)
+    x = torch.randn(2, 32, 24, 40, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        want = st(x)
+    out = spectral.spectral_transform(x, *folded_spectral(st, torch.float32))
+    check_output(out, want.shape, torch.float32)
+    assert relative_error(out, want) <= TOLERANCE[torch.float32]
+
+
+def plain_bfloat16(x, w1, b1, w_freq, b_freq, w2, bias, other, relu, norm) -> torch.Tensor:
+    """The op's math in plain PyTorch: 1x1 convs in bfloat16, FFTs in float32."""
+
+    def conv(weight, t, b=None):
+        return F.conv2d(t, weight[:, :, None, None], b)
+
+    y = torch.relu(conv(w1, x, b1))
+    n, c, h, w = y.shape
+    spec = torch.fft.rfft2(y.float(), norm=norm)
+    stacked = torch.view_as_real(spec).permute(0, 1, 4, 2, 3).reshape(n, 2 * c, h, spec.shape[-1])
+    mixed = torch.relu(conv(w_freq, stacked.bfloat16(), b_freq)).float().view(n, c, 2, h, spec.shape[-1])
+    z = torch.fft.irfft2(torch.complex(mixed[:, :, 0], mixed[:, :, 1]), s=(h, w), norm=norm)
+    out = conv(w2, (y.float() + z).bfloat16(), bias)
+    if other is not None:
+        out = out + other
+    return torch.relu(out) if relu else out
+
+
+# (batch, Cin, Ch, Cout, H, W)
+BF16_CASES = [(1, 7, 6, 12, 12, 20), (2, 12, 6, 12, 7, 9), (1, 12, 6, 12, 61, 83), (1, 64, 120, 32, 256, 4)]
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("case", BF16_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_bfloat16_within_twice_plain_pytorch(case, norm):
+    batch, cin, ch, cout, h, w = case
+    weights = random_weights(cin, ch, cout, torch.bfloat16, seed=h * w)
+    gen = torch.Generator().manual_seed(w)
+    x = torch.randn(batch, cin, h, w, generator=gen).bfloat16()
+    for relu, use_bias, use_other, channels_last in VARIANTS:
+        bias = torch.randn(cout, generator=gen).bfloat16() if use_bias else None
+        other = torch.randn(batch, cout, h, w, generator=gen).bfloat16() if use_other else None
+        xin = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        out = spectral.spectral_transform(xin, *weights, bias, other, relu, norm)
+        check_output(out, (batch, cout, h, w), torch.bfloat16)
+        want = torch_spectral(x, *weights, bias, other, relu, norm)
+        plain = relative_error(plain_bfloat16(x, *weights, bias, other, relu, norm), want)
+        assert relative_error(out, want) <= 2 * plain + BF16_FLOOR, (relu, use_bias, use_other)
+    fu_in = torch.randn(batch, ch, h, w, generator=gen).bfloat16()
+    out = spectral.fourier_unit(fu_in, weights[2], weights[3], norm)
+    check_output(out, fu_in.shape, torch.bfloat16)
+    want = torch_fourier_unit(fu_in.double(), weights[2].double(), weights[3].double(), norm)
+    assert relative_error(out, want) <= 2 ** -7
+
+
+# --- buffers, threads, edge cases --------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_reused_work_buffers_are_overwritten(dtype):
+    """The op keeps work buffers between calls: NaNs left there must not reach a later output."""
+    gen = torch.Generator().manual_seed(0)
+    big = random_weights(8, 6, 8, dtype, seed=1)
+    spectral.spectral_transform(torch.full((2, 8, 40, 36), float("nan"), dtype=dtype), *big)
+    spectral.fourier_unit(torch.full((2, 6, 40, 36), float("nan"), dtype=dtype), big[2], big[3])
+    for shape in [(1, 8, 16, 12), (2, 8, 40, 36), (1, 8, 7, 5)]:
+        x = torch.randn(shape, generator=gen).to(dtype)
+        out = spectral.spectral_transform(x, *big, None, None, False, "ortho")
+        check_output(out, shape, dtype)
+        want = torch_spectral(x, *big, None, None, False, "ortho")
+        assert relative_error(out, want) <= (TOLERANCE[dtype] if dtype != torch.bfloat16 else 2e-2)
+        fu = spectral.fourier_unit(x[:, :6], big[2], big[3])
+        check_output(fu, (shape[0], 6) + shape[2:], dtype)
+
+
+def test_thread_count_does_not_change_the_result():
+    weights = random_weights(16, 24, 16, torch.float32, seed=5)
+    x = torch.randn(2, 16, 36, 50, generator=torch.Generator().manual_seed(6))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = spectral.spectral_transform(x, *weights)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(spectral.spectral_transform(x, *weights), single, rtol=1e-6, atol=1e-6)
+
+
+def test_empty_batch():
+    weights = random_weights(5, 3, 4, torch.float32, seed=0)
+    out = spectral.spectral_transform(torch.empty(0, 5, 6, 7), *weights)
+    assert out.shape == (0, 4, 6, 7) and out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_noncontiguous_inputs():
+    weights = random_weights(6, 4, 5, torch.float64, seed=2)
+    x = torch.randn(1, 6, 20, 18, dtype=torch.float64)[:, :, ::2, 1:17]
+    other = torch.randn(1, 5, 16, 10, dtype=torch.float64).transpose(2, 3)
+    w1 = weights[0].t().contiguous().t()
+    out = spectral.spectral_transform(x, w1, *weights[1:], None, other, True, "ortho")
+    want = torch_spectral(x, *weights, None, other, True, "ortho")
+    assert relative_error(out, want) <= TOLERANCE[torch.float64]
+
+
+# --- registration: opcheck, torch.compile, meta tensors ---------------------------------------
+
+def small_args(dtype=torch.float32):
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 6, 8, 10, generator=gen).to(dtype)
+    weights = random_weights(6, 4, 5, dtype, seed=8)
+    bias = torch.randn(5, generator=gen).to(dtype)
+    other = torch.randn(2, 5, 8, 10, generator=gen).to(dtype)
+    return x, weights, bias, other
+
+
+def test_opcheck_spectral_transform():
+    x, weights, bias, other = small_args()
+    torch.library.opcheck(torch.ops.lama_fast.spectral_transform.default, (x, *weights, bias, other, True, "ortho"))
+    torch.library.opcheck(torch.ops.lama_fast.spectral_transform.default, (x, *weights, None, None, False, "forward"))
+
+
+def test_opcheck_fourier_unit():
+    x, weights, _, _ = small_args()
+    torch.library.opcheck(torch.ops.lama_fast.fourier_unit.default, (x[:, :4], weights[2], weights[3], "backward"))
+
+
+def test_torch_compile_traces_the_ops():
+    x, weights, bias, other = small_args()
+
+    def block(x):
+        out = spectral.spectral_transform(x, *weights, bias, other, True, "ortho")
+        return out + spectral.fourier_unit(out[:, :4], weights[2], weights[3], "ortho").sum()
+
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), block(x))
+
+
+def test_meta_tensors():
+    x, weights, bias, other = small_args()
+    meta = lambda t: t.to("meta")  # noqa: E731
+    out = spectral.spectral_transform(meta(x), *map(meta, weights), meta(bias), meta(other), False, "ortho")
+    assert out.device.type == "meta" and out.shape == (2, 5, 8, 10)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    fu = spectral.fourier_unit(meta(x), meta(torch.randn(12, 12)), meta(torch.randn(12)))
+    assert fu.shape == x.shape and fu.is_contiguous(memory_format=torch.channels_last)
+
+
+# --- errors --------------------------------------------------------------------------------
+
+def spectral_error(**changes):
+    x, (w1, b1, w_freq, b_freq, w2), bias, other = small_args()
+    args = dict(x=x, w1=w1, b1=b1, w_freq=w_freq, b_freq=b_freq, w2=w2, bias=bias, other=other, relu=False,
+                fft_norm="ortho")
+    args.update(changes)
+    with pytest.raises(RuntimeError) as info:
+        spectral.spectral_transform(**args)
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(w_freq=torch.randn(8, 6)),
+         "spectral_transform: w_freq must have shape [8, 8] (2*Ch, 2*Ch where Ch = 4 from w1), got [8, 6]"),
+        (dict(w1=torch.randn(4, 6, dtype=torch.float64)),
+         "spectral_transform: w1 must have the dtype of x (torch.float32), got torch.float64"),
+        (dict(fft_norm="bogus"),
+         'spectral_transform: fft_norm must be "ortho", "forward" or "backward", got "bogus"'),
+        (dict(x=torch.randn(6, 8, 10)),
+         "spectral_transform: x must be a 4-D (N, C, H, W) tensor, got shape [6, 8, 10]"),
+        (dict(x=torch.randn(2, 6, 8, 10).half()),
+         "spectral_transform: x must have dtype torch.float32, torch.float64 or torch.bfloat16, got torch.float16"),
+        (dict(w1=torch.randn(4, 7)),
+         "spectral_transform: w1 must have shape [Ch, 6] (Ch, Cin where Cin = 6 channels of x), got [4, 7]"),
+        (dict(b_freq=torch.randn(4)),
+         "spectral_transform: b_freq must have shape [8] (2*Ch where Ch = 4 from w1), got [4]"),
+        (dict(w2=torch.randn(5, 3)),
+         "spectral_transform: w2 must have shape [Cout, 4] (Cout, Ch where Ch = 4 from w1), got [5, 3]"),
+        (dict(bias=torch.randn(4)),
+         "spectral_transform: bias must have shape [5] (Cout where Cout = 5 from w2), got [4]"),
+        (dict(other=torch.randn(2, 5, 10, 8)),
+         "spectral_transform: other must have shape [2, 5, 8, 10] (N, Cout, H, W of the output), got [2, 5, 10, 8]"),
+    ],
+    ids=["w_freq-shape", "dtype", "fft_norm", "x-dims", "x-dtype", "w1-shape", "b_freq-shape", "w2-shape",
+         "bias-shape", "other-shape"],
+)
+def test_spectral_transform_errors(changes, message):
+    assert message in spectral_error(**changes)
+
+
+def test_fourier_unit_errors():
+    x = torch.randn(1, 4, 6, 6)
+    with pytest.raises(RuntimeError, match=re.escape(
+            "fourier_unit: w_freq must have shape [8, 8] (2*C, 2*C where C = 4 channels of x), got [8, 7]")):
+        spectral.fourier_unit(x, torch.randn(8, 7), torch.randn(8))
+    with pytest.raises(RuntimeError, match=re.escape(
+            "fourier_unit: b_freq must have the dtype of x (torch.float32), got torch.bfloat16")):
+        spectral.fourier_unit(x, torch.randn(8, 8), torch.randn(8).bfloat16())
+    with pytest.raises(RuntimeError, match=re.escape(
+            'fourier_unit: fft_norm must be "ortho", "forward" or "backward", got "Ortho"')):
+        spectral.fourier_unit(x, torch.randn(8, 8), torch.randn(8), "Ortho")
+
+
+def test_wrappers_are_typed_and_documented():
+    for fn in (spectral.spectral_transform, spectral.fourier_unit):
+        assert fn.__doc__ and "\n" not in fn.__doc__.strip()
+        assert fn.__annotations__["return"] in ("torch.Tensor", torch.Tensor)
