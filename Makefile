@@ -42,7 +42,9 @@ test: venv
 
 demo: venv
 	$(VENV)/bin/lama-fast parity
-	$(VENV)/bin/lama-fast bench --sizes 512 --repeats 3 --backends reference
+	$(VENV)/bin/lama-fast parity --dtype bfloat16 --sizes 512
+	$(VENV)/bin/lama-fast bench --sizes 512 --repeats 3 --backends cpu,reference
+	$(VENV)/bin/lama-fast bench --sizes 512 --repeats 3 --backends cpu --dtype bfloat16
 	@if [ -n "$(CKPT)" ]; then \
 		mkdir -p out && \
 		echo "$(VENV)/bin/lama-fast inpaint $(SAMPLE_IMAGE) $(SAMPLE_MASK) -o out/astronaut_inpainted.png --checkpoint $(CKPT) --overwrite" && \

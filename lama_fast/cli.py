@@ -108,6 +108,16 @@ def cmd_info(args) -> int:
     else:
         rows.append(("cuda", "no CUDA device" + ("" if torch.version.cuda else " (CPU build of torch)")))
     rows.append(("extension lama_fast._C", _extension_status() or "built"))
+    if _extension_status() is None:
+        from .fast.layers import winograd_reason
+
+        why = winograd_reason()
+        if why is None:
+            from .ops.winograd import winograd_isa
+
+            rows.append(("winograd 3x3 kernels", f"{winograd_isa()} (used by the cpu backend in float32)"))
+        else:
+            rows.append(("winograd 3x3 kernels", f"not used: {why}"))
     rows.append(("triton kernels", _triton_status() or "importable"))
     _print_table(("component", "status"), rows)
     print()

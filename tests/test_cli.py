@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -12,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+import lama_fast
 from lama_fast.cli import WHERE_THE_WEIGHTS_ARE, main
 
 
@@ -42,6 +44,9 @@ def test_info_lists_versions_and_backends(capsys):
     assert "| reference | cpu    | float32  | available" in out
     assert "| reference | cpu    | bfloat16 | the reference model runs in float32 or float64 only" in out
     assert "extension lama_fast._C" in out and "triton kernels" in out
+    if lama_fast.available_backends()["cpu"] is None:
+        assert re.search(r"\| cpu +\| cpu +\| float32 +\| available", out)
+        assert re.search(r"\| winograd 3x3 kernels +\| (avx512|avx2) \(used by the cpu backend in float32\)", out)
 
 
 def test_module_entry_point_runs():

@@ -301,10 +301,62 @@ def test_striped_layers_equal_whole_layers(monkeypatch, dtype):
     monkeypatch.setattr(layers, "STRIPE_ABOVE_BYTES", 1024)
     monkeypatch.setattr(layers, "STRIPE_BYTES", 2048)
     calls = []
-    original = layers.PackedConv.into
-    monkeypatch.setattr(layers.PackedConv, "into", lambda self, *a: calls.append(1) or original(self, *a))
+    into, rows = layers.PackedConv.into, layers.PackedConv.output_rows
+    monkeypatch.setattr(layers.PackedConv, "into", lambda self, *a: calls.append("into") or into(self, *a))
+    monkeypatch.setattr(layers.PackedConv, "output_rows", lambda self, *a: calls.append("rows") or rows(self, *a))
     striped = lama_fast.optimize(generator, backend="cpu", dtype=dtype)(x.to(dtype))
-    assert len(calls) > 8
+    # Stripes of single layers (into) and of layer pairs computed row range by row range.
+    assert calls.count("into") > 4 and calls.count("rows") > 8
     want = _reference_output(generator, x)
     assert scaled_error(striped, want) <= TOLERANCE[dtype]
     assert scaled_error(striped, whole) <= TOLERANCE[dtype]
+
+
+@pytest.mark.skipif(BF16_REASON is not None, reason=f"bfloat16 unavailable: {BF16_REASON}")
+def test_striped_layers_in_bfloat16(monkeypatch):
+    from lama_fast.fast import layers
+
+    generator = random_generator(tiny_config(), seed=2)
+    x = _input((1, 4, 72, 40), seed=8).float()
+    whole = lama_fast.optimize(generator, backend="cpu", dtype=torch.bfloat16)(x)
+    monkeypatch.setattr(layers, "STRIPE_ABOVE_BYTES", 1024)
+    monkeypatch.setattr(layers, "STRIPE_BYTES", 2048)
+    striped = lama_fast.optimize(generator, backend="cpu", dtype=torch.bfloat16)(x)
+    want = _reference_output(generator, x)
+    assert striped.dtype == torch.float32
+    assert (striped.double() - want).abs().max().item() < 1 / 255
+    assert (striped - whole).abs().max().item() < 1 / 255
+
+
+# --- work buffers kept between calls ---------------------------------------------------------------
+
+def test_outputs_do_not_share_memory_between_calls():
+    fast = lama_fast.optimize(random_generator(tiny_config(), seed=2), backend="cpu")
+    first_input, second_input = _input((1, 4, 32, 32), seed=9).float(), _input((1, 4, 32, 32), seed=10).float()
+    first = fast(first_input)
+    kept = first.clone()
+    second = fast(second_input)
+    assert torch.equal(first, kept) and not torch.equal(first, second)
+    assert torch.equal(fast(first_input), kept)
+    fast.release_buffers()
+    assert torch.equal(fast(first_input), kept)
+
+
+def test_threads_share_a_module_safely():
+    import threading
+
+    fast = lama_fast.optimize(random_generator(tiny_config(), seed=2), backend="cpu")
+    inputs = [_input((1, 4, 40, 24), seed=s).float() for s in range(4)]
+    expected = [fast(x) for x in inputs]
+    results = [None] * 8
+
+    def work(i):
+        for _ in range(3):
+            results[i] = fast(inputs[i % 4])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(torch.equal(results[i], expected[i % 4]) for i in range(8))

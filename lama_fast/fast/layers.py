@@ -191,7 +191,8 @@ class PackedConv:
 
     def wants_stripes(self, x: torch.Tensor) -> bool:
         """Whether ``run`` on ``x`` goes stripe by stripe (explicitly padded, large inputs)."""
-        return self.explicit_padding is not None and x.numel() * x.element_size() > STRIPE_ABOVE_BYTES
+        stripable = self.explicit_padding is not None or (self.conv_padding == [0, 0] and self.winograd is None)
+        return stripable and x.numel() * x.element_size() > STRIPE_ABOVE_BYTES
 
     def run(self, x: torch.Tensor, activation: Optional[str] = None) -> torch.Tensor:
         """``act(conv(pad(x)) + bias)``, in stripes of output rows when ``x`` is large.
@@ -210,7 +211,8 @@ class PackedConv:
             return self(padded, None, activation)
         x = x.to(self.dtype)
         batch, channels, height, width = x.shape
-        pad_l, pad_r, pad_t, pad_b = self.explicit_padding
+        pad_l, pad_r, pad_t, pad_b = self.explicit_padding or (0, 0, 0, 0)
+        mode = self.padding_mode if self.explicit_padding is not None else "constant"
         reach_h = (self.kernel_size[0] - 1) * self.dilation[0] + 1
         reach_w = (self.kernel_size[1] - 1) * self.dilation[1] + 1
         step_h, step_w = self.stride
@@ -225,9 +227,31 @@ class PackedConv:
                 start = first * step_h - pad_t
                 stop = (last - 1) * step_h + reach_h - pad_t
                 low, high = max(0, start), min(height, stop)
-                chunk = F.pad(x[n:n + 1, :, low:high], (pad_l, pad_r, low - start, stop - high), mode=self.padding_mode)
+                chunk = F.pad(x[n:n + 1, :, low:high], (pad_l, pad_r, low - start, stop - high), mode=mode)
                 self.into(out[n:n + 1, :, first:last], to_channels_last(chunk), activation)
         return out
+
+    def output_rows(self, source, height: int, first: int, last: int, activation: Optional[str]) -> torch.Tensor:
+        """Output rows [first, last) of one sample, reading input rows through ``source(low, high)``.
+
+        ``source`` gives rows [low, high) of an input ``height`` rows tall (one sample,
+        already in this convolution's dtype); the padding at the image's top and bottom
+        is made here, so the rows may come from another layer computed on demand.
+        """
+        pad_l, pad_r, pad_t, _ = self.explicit_padding or (0, 0, 0, 0)
+        mode = self.padding_mode if self.explicit_padding is not None else "constant"
+        reach_h = (self.kernel_size[0] - 1) * self.dilation[0] + 1
+        start = first * self.stride[0] - pad_t
+        stop = (last - 1) * self.stride[0] + reach_h - pad_t
+        low, high = max(0, start), min(height, stop)
+        chunk = F.pad(source(low, high), (pad_l, pad_r, low - start, stop - high), mode=mode)
+        return self(to_channels_last(chunk), None, activation)
+
+    def output_size(self, height: int, width: int) -> Tuple[int, int]:
+        """Output (H, W) for an unpadded input of ``height`` x ``width``."""
+        pad_l, pad_r, pad_t, pad_b = self.explicit_padding or (0, 0, 0, 0)
+        _, _, out_h, out_w = self.output_shape((1, self.in_channels, height + pad_t + pad_b, width + pad_l + pad_r))
+        return out_h, out_w
 
     def output_shape(self, padded_shape: Sequence[int]) -> Tuple[int, int, int, int]:
         """(N, Cout, H, W) of the convolution of an input of ``padded_shape`` (padding already applied)."""
@@ -354,18 +378,31 @@ class PackedConvTranspose:
         for n in range(batch):
             for first in range(0, height, rows):
                 last = min(height, first + rows)
-                count = last - first
-                # Rows first..last need one more input row below (zeros past the end).
-                high = min(height, last + 1)
-                chunk = to_channels_last(F.pad(x[n:n + 1, :, first:high], (0, 1, 0, last + 1 - high)))
-                # (o, m, a, j, b) -> output (o, 2m + a, 2j + b)
-                target = out[n, :, 2 * first:2 * last].unflatten(1, (count, 2)).unflatten(3, (width, 2))
-                for a in range(2):
-                    for b in range(2):
-                        phase = self.phases[a][b](chunk, None, self.activation)[0]
-                        target[:, :, a, :, b].copy_(phase[:, :count, :width])
-                        del phase
+                self._phase_rows(x[n:n + 1], first, last, out[n:n + 1, :, 2 * first:2 * last])
         return out
+
+    def _phase_rows(self, x: torch.Tensor, first: int, last: int, target: torch.Tensor) -> None:
+        """Output rows [2 first, 2 last) of one sample (the phases of input rows [first, last)) into ``target``."""
+        height, width = x.shape[-2:]
+        count = last - first
+        # Rows first..last need one more input row below (zeros past the end).
+        high = min(height, last + 1)
+        chunk = to_channels_last(F.pad(x[:, :, first:high], (0, 1, 0, last + 1 - high)))
+        # (o, m, a, j, b) -> output (o, 2m + a, 2j + b)
+        grid = target[0].unflatten(1, (count, 2)).unflatten(3, (width, 2))
+        for a in range(2):
+            for b in range(2):
+                phase = self.phases[a][b](chunk, None, self.activation)[0]
+                grid[:, :, a, :, b].copy_(phase[:, :count, :width])
+                del phase
+
+    def output_rows(self, x: torch.Tensor, low: int, high: int) -> torch.Tensor:
+        """Output rows [low, high) of one sample ``x`` (LaMa's upsampling geometry only)."""
+        first, last = low // 2, (high + 1) // 2
+        block = torch.empty((1, self.out_channels, 2 * (last - first), 2 * x.shape[-1]), dtype=self.dtype,
+                            memory_format=CHANNELS_LAST)
+        self._phase_rows(x, first, last, block)
+        return block[:, :, low - 2 * first:high - 2 * first]
 
 
 class FusedSpectral:
