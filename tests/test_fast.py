@@ -123,6 +123,21 @@ def test_ffc_layer_matches_golden(golden_case, dtype):
     assert scaled_error(out_g, case["output_global"]) <= TOLERANCE[dtype]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_spectral_op_matches_golden(golden_case, dtype):
+    """The C++ spectral_transform op, with the weights folded as optimize() folds them."""
+    from lama_fast.fast.convert import _spectral
+    from lama_fast.model import SpectralTransform
+
+    case = golden_case("spectral_case")
+    module = SpectralTransform(96, 96, enable_lfu=False)
+    module.load_state_dict(case["state_dict"], strict=True)
+    fused = _spectral(module.eval(), torch.ones(96, dtype=torch.float64), dtype, "spectral_case")
+    out = fused(case["input"].to(dtype), None, None, False)
+    assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
+    assert scaled_error(out, case["output"]) <= TOLERANCE[dtype]
+
+
 @pytest.mark.skipif(WINOGRAD_REASON is not None, reason=f"Winograd unavailable: {WINOGRAD_REASON}")
 def test_ffc_layer_with_winograd_matches_golden(golden_case):
     """Winograd's rounding error scales with the layer's inputs, not with each output element, so
