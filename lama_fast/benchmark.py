@@ -37,6 +37,8 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import torch
 from torch import nn
 
+from .fast.fold import batchnorm_scale_shift, fold_batchnorm
+from .model.random import randomise_batchnorm
 from .timing import machine_description, measure
 
 BENCH_EXTRA = "pip install 'lama_fast[bench]'"
@@ -177,41 +179,10 @@ def ru_maxrss_bytes() -> Optional[int]:
 # --------------------------------------------------------------------------- BatchNorm folding
 
 
-def _own_batchnorm_scale_shift(bn: Optional[nn.Module], channels: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    if bn is None or isinstance(bn, nn.Identity):
-        return torch.ones(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64)
-    if not isinstance(bn, nn.BatchNorm2d) or bn.running_var is None:
-        raise Unavailable(f"cannot fold {type(bn).__name__} into the convolution before it")
-    scale = torch.rsqrt(bn.running_var.detach().double() + bn.eps)
-    mean = bn.running_mean.detach().double()
-    if bn.affine:
-        scale = scale * bn.weight.detach().double()
-        return scale, bn.bias.detach().double() - mean * scale
-    return scale, -mean * scale
-
-
-def _own_fold_batchnorm(weight: torch.Tensor, bias: Optional[torch.Tensor], scale: torch.Tensor,
-                        shift: torch.Tensor, out_dim: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
-    shape = [1] * weight.dim()
-    shape[out_dim] = -1
-    folded_bias = shift.clone() if bias is None else shift + bias.detach().double() * scale
-    return weight.detach().double() * scale.view(shape), folded_bias
-
-
-def _fold_helpers() -> Tuple[Callable, Callable]:
-    """lama_fast.fast.fold's (batchnorm_scale_shift, fold_batchnorm) where it exists, else the harness's own."""
-    try:
-        from .fast.fold import batchnorm_scale_shift, fold_batchnorm
-    except Exception:  # the fast package is optional; the harness folds the same way itself
-        return _own_batchnorm_scale_shift, _own_fold_batchnorm
-    return batchnorm_scale_shift, fold_batchnorm
-
-
 def fold_fourier_unit(fu: nn.Module) -> Tuple[torch.Tensor, torch.Tensor]:
     """(w_freq, b_freq) of a FourierUnit: its 1x1 conv (2C, 2C) with its BatchNorm folded in, float32."""
-    scale_shift, fold = _fold_helpers()
     conv = fu.conv_layer
-    weight, bias = fold(conv.weight, None, *scale_shift(fu.bn, conv.out_channels))
+    weight, bias = fold_batchnorm(conv.weight, None, *batchnorm_scale_shift(fu.bn, conv.out_channels))
     return weight.flatten(1).float().contiguous(), bias.float().contiguous()
 
 
@@ -219,9 +190,8 @@ def fold_spectral_transform(st: nn.Module) -> Dict[str, torch.Tensor]:
     """w1 (Ch, Cin), b1, w_freq (2Ch, 2Ch), b_freq, w2 (Cout, Ch) of a SpectralTransform, BN folded, float32."""
     if getattr(st, "lfu", None) is not None or getattr(st, "stride", 1) != 1:
         raise Unavailable("the fused spectral op covers stride 1 without the local Fourier unit only")
-    scale_shift, fold = _fold_helpers()
     conv, bn, _ = st.conv1
-    w1, b1 = fold(conv.weight, None, *scale_shift(bn, conv.out_channels))
+    w1, b1 = fold_batchnorm(conv.weight, None, *batchnorm_scale_shift(bn, conv.out_channels))
     w_freq, b_freq = fold_fourier_unit(st.fu)
     return {
         "w1": w1.flatten(1).float().contiguous(), "b1": b1.float().contiguous(),
@@ -231,19 +201,6 @@ def fold_spectral_transform(st: nn.Module) -> Dict[str, torch.Tensor]:
 
 
 # --------------------------------------------------------------------------- kernel-level blocks
-
-
-def randomise_batchnorm(module: nn.Module) -> nn.Module:
-    """Give every BatchNorm2d mildly random affine terms and statistics (as ``random_generator`` does)."""
-    with torch.no_grad():
-        for bn in module.modules():
-            if isinstance(bn, nn.BatchNorm2d):
-                n = bn.num_features
-                bn.weight.copy_(1 + 0.1 * torch.randn(n))
-                bn.bias.copy_(0.1 * torch.randn(n))
-                bn.running_mean.copy_(0.1 * torch.randn(n))
-                bn.running_var.copy_(1 + 0.25 * torch.rand(n))
-    return module
 
 
 def build_kernel_block(block: str, seed: int = 0) -> nn.Module:

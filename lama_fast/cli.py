@@ -65,19 +65,6 @@ def _generator_for(args) -> torch.nn.Module:
     return random_generator(args.model, seed=args.seed)
 
 
-def _random_batch(size: int, seed: int) -> torch.Tensor:
-    """A generator input of one size: a smooth random image with two rectangular holes."""
-    gen = torch.Generator().manual_seed(seed)
-    image = torch.nn.functional.interpolate(
-        torch.rand(1, 3, max(2, size // 16), max(2, size // 16), generator=gen),
-        size=(size, size), mode="bilinear", align_corners=False,
-    )
-    mask = torch.zeros(1, 1, size, size)
-    mask[..., size // 8: size // 3, size // 5: size // 2] = 1
-    mask[..., size // 2: 3 * size // 4, size // 2: 7 * size // 8] = 1
-    return torch.cat((image * (1 - mask), mask), dim=1)
-
-
 def cmd_info(args) -> int:
     import numpy
 
@@ -99,7 +86,9 @@ def cmd_info(args) -> int:
 
     machine = machine_description()
     rows.append(("cpu", machine["cpu"]))
-    flags = _cpu_flags()
+    from .benchmark import cpu_flags
+
+    flags = cpu_flags()
     rows.append(("cpu features", ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "-"))
     rows.append(("threads", f"{torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()} inter-op"))
     if torch.cuda.is_available():
@@ -130,17 +119,6 @@ def cmd_info(args) -> int:
             backend_rows.append((name, device, str(dtype).replace("torch.", ""), reason or "available"))
     _print_table(("backend", "device", "dtype", "status"), backend_rows)
     return 0
-
-
-def _cpu_flags() -> set:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def _extension_status() -> Optional[str]:
@@ -174,6 +152,7 @@ PARITY_TOLERANCE = {torch.float32: 2e-4, torch.bfloat16: 1e-2, torch.float64: 1e
 
 def cmd_parity(args) -> int:
     from .backends import available_backends, optimize
+    from .benchmark import e2e_input
 
     if args.tolerance is None:
         args.tolerance = PARITY_TOLERANCE.get(args.dtype, 2e-4)
@@ -189,7 +168,7 @@ def cmd_parity(args) -> int:
     modules = {name: optimize(reference, backend=name, device=args.device, dtype=args.dtype) for name in runnable}
     rows, failed = [], False
     for size in args.sizes:
-        batch = _random_batch(size, args.seed).to(args.device)
+        batch = e2e_input(size, args.seed).to(args.device)
         _progress(f"parity at {size}x{size}: float64 reference, then {', '.join(modules)}")
         with torch.no_grad():
             expected = reference64(batch.double())

@@ -19,6 +19,7 @@ import numpy_reference as npref
 from lama_fast._build import build_info
 from lama_fast.model.ffc import FourierUnit, SpectralTransform
 from lama_fast.ops._extension import load_extension
+from test_model import randomise
 
 REASON = load_extension()
 if REASON is not None:
@@ -42,22 +43,6 @@ VARIANTS = [
 def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     got, want = got.double(), want.double()
     return ((got - want).abs().max() / want.abs().max()).item()
-
-
-def randomise(module: nn.Module, seed: int) -> nn.Module:
-    """Random 1x1 conv weights and non-trivial BatchNorm statistics, eval mode."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, nn.Conv2d):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (1.5 / m.weight[0].numel()) ** 0.5)
-            elif isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(1 + 0.2 * torch.randn(n, generator=gen))
-                m.bias.copy_(0.2 * torch.randn(n, generator=gen))
-                m.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
-                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
-    return module.eval()
 
 
 def fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,7 @@ where ours has ``None`` for a missing branch, norm or activation.
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import torch
 from torch import nn

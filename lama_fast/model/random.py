@@ -20,13 +20,18 @@ def random_generator(config: Union[str, Mapping[str, Any]] = "big-lama", seed: i
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        generator = build_generator(config)
-        with torch.no_grad():
-            for module in generator.modules():
-                if isinstance(module, nn.BatchNorm2d):
-                    n = module.num_features
-                    module.weight.copy_(1 + 0.1 * torch.randn(n))
-                    module.bias.copy_(0.1 * torch.randn(n))
-                    module.running_mean.copy_(0.1 * torch.randn(n))
-                    module.running_var.copy_(1 + 0.25 * torch.rand(n))
+        generator = randomise_batchnorm(build_generator(config))
     return generator.eval()
+
+
+def randomise_batchnorm(module: nn.Module) -> nn.Module:
+    """Give every BatchNorm2d of ``module`` mildly random affine terms and statistics (from the global RNG)."""
+    with torch.no_grad():
+        for bn in module.modules():
+            if isinstance(bn, nn.BatchNorm2d):
+                n = bn.num_features
+                bn.weight.copy_(1 + 0.1 * torch.randn(n))
+                bn.bias.copy_(0.1 * torch.randn(n))
+                bn.running_mean.copy_(0.1 * torch.randn(n))
+                bn.running_var.copy_(1 + 0.25 * torch.rand(n))
+    return module
