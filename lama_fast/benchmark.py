@@ -37,6 +37,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import torch
 from torch import nn
 
+from .fast.convert import fuse_spectral
 from .fast.fold import batchnorm_scale_shift, fold_batchnorm
 from .model.random import randomise_batchnorm
 from .timing import machine_description, measure
@@ -190,14 +191,8 @@ def fold_spectral_transform(st: nn.Module) -> Dict[str, torch.Tensor]:
     """w1 (Ch, Cin), b1, w_freq (2Ch, 2Ch), b_freq, w2 (Cout, Ch) of a SpectralTransform, BN folded, float32."""
     if getattr(st, "lfu", None) is not None or getattr(st, "stride", 1) != 1:
         raise Unavailable("the fused spectral op covers stride 1 without the local Fourier unit only")
-    conv, bn, _ = st.conv1
-    w1, b1 = fold_batchnorm(conv.weight, None, *batchnorm_scale_shift(bn, conv.out_channels))
-    w_freq, b_freq = fold_fourier_unit(st.fu)
-    return {
-        "w1": w1.flatten(1).float().contiguous(), "b1": b1.float().contiguous(),
-        "w_freq": w_freq, "b_freq": b_freq,
-        "w2": st.conv2.weight.detach().flatten(1).float().contiguous(),
-    }
+    fused = fuse_spectral(st, None, torch.float32)
+    return {name: getattr(fused, name) for name in ("w1", "b1", "w_freq", "b_freq", "w2")}
 
 
 # --------------------------------------------------------------------------- kernel-level blocks

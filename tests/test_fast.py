@@ -126,13 +126,13 @@ def test_ffc_layer_matches_golden(golden_case, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_fused_spectral_op_matches_golden(golden_case, dtype):
     """The C++ spectral_transform op, with the weights folded as optimize() folds them."""
-    from lama_fast.fast.convert import _spectral
+    from lama_fast.fast.convert import fuse_spectral
     from lama_fast.model import SpectralTransform
 
     case = golden_case("spectral_case")
     module = SpectralTransform(96, 96, enable_lfu=False)
     module.load_state_dict(case["state_dict"], strict=True)
-    fused = _spectral(module.eval(), torch.ones(96, dtype=torch.float64), dtype, "spectral_case")
+    fused = fuse_spectral(module.eval(), None, dtype, "spectral_case")
     out = fused(case["input"].to(dtype), None, None, False)
     assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
     assert scaled_error(out, case["output"]) <= TOLERANCE[dtype]
@@ -355,6 +355,8 @@ def test_outputs_do_not_share_memory_between_calls():
     assert torch.equal(fast(first_input), kept)
     fast.release_buffers()
     assert torch.equal(fast(first_input), kept)
+    # The work buffers are not the module's registered buffers (which tell Inpainter the io dtype).
+    assert [name for name, _ in fast.named_buffers()] == ["_io_marker"]
 
 
 def test_threads_share_a_module_safely():

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -37,9 +38,11 @@ class FastGenerator(nn.Module):
         self.io_dtype = torch.float64 if compute_dtype == torch.float64 else torch.float32
         self.in_channels = in_channels
         self.config = config
-        # Work buffers reused between calls, per thread (see layers.Workspace).
+        # Work buffers reused between calls, per thread (see layers.Workspace); a
+        # thread's buffers go when the thread does.
         self.keep_buffers = True
-        self._buffers: Dict[int, Dict[Any, torch.Tensor]] = {}
+        self._work_buffers: "weakref.WeakKeyDictionary[threading.Thread, Dict[Any, torch.Tensor]]" = \
+            weakref.WeakKeyDictionary()
         # Inpainter reads the device and dtype of its generator's inputs from here.
         self.register_buffer("_io_marker", torch.zeros((), dtype=self.io_dtype), persistent=False)
 
@@ -78,7 +81,7 @@ class FastGenerator(nn.Module):
         if x.device.type != "cpu":
             raise ValueError(f"the cpu backend runs on CPU tensors, got one on {x.device}")
         previous = WORKSPACE.active
-        WORKSPACE.active = self._buffers.setdefault(threading.get_ident(), {}) if self.keep_buffers else None
+        WORKSPACE.active = self._work_buffers.setdefault(threading.current_thread(), {}) if self.keep_buffers else None
         try:
             with torch.no_grad():
                 out = chain(self.stages, to_channels_last(x.to(self.compute_dtype)))
@@ -90,7 +93,7 @@ class FastGenerator(nn.Module):
 
     def release_buffers(self) -> None:
         """Free the work buffers kept between calls (they come back on the next call)."""
-        self._buffers.clear()
+        self._work_buffers.clear()
 
 
 def build_fast_generator(generator: nn.Module, dtype: torch.dtype, conv_algorithm: str = "auto") -> FastGenerator:

@@ -17,6 +17,7 @@ from . import layers
 from .fold import UnsupportedModelError, batchnorm_scale_shift, fold_batchnorm
 from .layers import (
     FastFFC,
+    activate,
     FusedSpectral,
     PackedConv,
     PackedConvTranspose,
@@ -55,8 +56,9 @@ def _conv_with(conv: nn.Conv2d, weight: torch.Tensor, bias: Optional[torch.Tenso
     return PackedConv(weight, bias, dtype, algorithm=algorithm, **_conv_geometry(conv, where))
 
 
-def _spectral(st: nn.Module, scale_g: torch.Tensor, dtype: torch.dtype, where: str) -> FusedSpectral:
-    """The fused op's weights for a SpectralTransform whose output is scaled by ``scale_g`` (BN_g)."""
+def fuse_spectral(st: nn.Module, scale_g: Optional[torch.Tensor], dtype: torch.dtype,
+                  where: str = "spectral transform") -> FusedSpectral:
+    """The fused op's weights for a SpectralTransform whose output is scaled by ``scale_g`` (BN_g; None: 1)."""
     if getattr(st, "enable_lfu", False) or not _is_absent(getattr(st, "lfu", None)):
         raise UnsupportedModelError(f"{where}: the local Fourier unit (enable_lfu=True) is not fused")
     stride = getattr(st, "stride", 1)
@@ -81,7 +83,9 @@ def _spectral(st: nn.Module, scale_g: torch.Tensor, dtype: torch.dtype, where: s
     w_freq, b_freq = fold_batchnorm(fu.conv_layer.weight.flatten(1), None, scale_f, shift_f)
     if st.conv2.bias is not None:
         raise UnsupportedModelError(f"{where}: conv2 with a bias is not supported")
-    w2 = st.conv2.weight.detach().double().flatten(1) * scale_g.view(-1, 1)
+    w2 = st.conv2.weight.detach().double().flatten(1)
+    if scale_g is not None:
+        w2 = w2 * scale_g.view(-1, 1)
     return FusedSpectral(w1, b1, w_freq, b_freq, w2, getattr(fu, "fft_norm", "ortho"), dtype, stride == 2)
 
 
@@ -127,7 +131,7 @@ def convert_ffc_layer(layer: nn.Module, dtype: torch.dtype, where: str, conv_alg
         w_l, b_l = folded(l2l, scale_l, shift_l, True)
         w_g, b_g = folded(l2g, scale_g, shift_g, True)
         merged = _conv_with(l2l, torch.cat((w_l, w_g)), torch.cat((b_l, b_g)), dtype, where)
-        return FastFFC(None, None, None, None, merged, None, None, act_l, act_g, split=out_cl)
+        return FastFFC(None, None, None, None, merged, None, act_l, act_g, split=out_cl)
 
     pl2l = pg2l = pl2g = None
     if l2l is not None:
@@ -142,10 +146,10 @@ def convert_ffc_layer(layer: nn.Module, dtype: torch.dtype, where: str, conv_alg
     spectral = None
     bias_g = None
     if g2g is not None:
-        spectral = _spectral(g2g, scale_g, dtype, where + ".convg2g")
+        spectral = fuse_spectral(g2g, scale_g, dtype, where + ".convg2g")
         if l2g is None:
             bias_g = shift_g.to(dtype)
-    return FastFFC(pl2l, pg2l, pl2g, spectral, None, shift_l, bias_g, act_l, act_g, split=out_cl)
+    return FastFFC(pl2l, pg2l, pl2g, spectral, None, bias_g, act_l, act_g, split=out_cl)
 
 
 class _Pad:
@@ -159,10 +163,6 @@ class _Pad:
         if isinstance(x, tuple):
             raise UnsupportedModelError("a padding layer between FFC layers is not supported")
         return to_channels_last(torch.nn.functional.pad(x, self.padding, mode=self.mode))
-
-
-def _is_reflect(module: nn.Module) -> bool:
-    return isinstance(module, nn.ReflectionPad2d)
 
 
 class _Layer:
@@ -196,6 +196,14 @@ class _Conv:
 
     def __call__(self, x):
         return self.conv.run(x, self.activation)
+
+
+def _padless_conv(stage) -> Optional[PackedConv]:
+    """The convolution of a plain convolution stage or a single-convolution FFC layer, when it pads nothing."""
+    conv = stage.conv if isinstance(stage, _Conv) else _single_conv(stage)
+    if conv is None or conv.explicit_padding is not None or conv.conv_padding != [0, 0] or conv.winograd is not None:
+        return None
+    return conv
 
 
 def _single_conv(stage) -> Optional[PackedConv]:
@@ -258,14 +266,12 @@ def _pair_up(stages: List) -> List:
     around the full-resolution tensors (see _StripedPair)."""
     folded: List = []
     for stage in stages:
-        conv = _single_conv(stage)
-        if conv is not None and folded and isinstance(folded[-1], _Pad) and folded[-1].mode == "reflect" \
-                and conv.explicit_padding is None and conv.conv_padding == [0, 0] and conv.winograd is None:
-            left, right, top, bottom = folded[-1].padding
-            if left == right and top == bottom:
-                folded.pop()
-                conv.explicit_padding = (left, right, top, bottom)
-                conv.padding_mode = "reflect"
+        # A reflect/replicate pad just before an unpadded convolution becomes that
+        # convolution's own padding, so a large input is padded stripe by stripe.
+        conv = _padless_conv(stage)
+        if conv is not None and folded and isinstance(folded[-1], _Pad) and folded[-1].mode != "constant":
+            conv.explicit_padding = folded[-1].padding
+            conv.padding_mode = folded.pop().mode
         folded.append(stage)
     paired: List = []
     i = 0
@@ -346,17 +352,7 @@ def convert_stages(generator: nn.Module, dtype: torch.dtype, output_conv_dtype: 
             else:
                 weight, bias = fold_batchnorm(layer.weight, layer.bias, scale, shift)
                 conv_dtype = output_conv_dtype if (i == last_conv and output_conv_dtype is not None) else dtype
-                geometry = _conv_geometry(layer, where)
-                # A symmetric reflect pad just before an unpadded convolution becomes the
-                # convolution's own padding, so large inputs are padded stripe by stripe.
-                if stages and isinstance(stages[-1], _Pad) and stages[-1].mode in ("reflect", "replicate") \
-                        and tuple(layer.padding) == (0, 0):
-                    left, right, top, bottom = stages[-1].padding
-                    if left == right and top == bottom:
-                        stages.pop()
-                        geometry.update(padding=(top, left), padding_mode=("reflect" if _is_reflect(layers[i - 1])
-                                                                            else "replicate"))
-                stages.append(_Conv(PackedConv(weight, bias, conv_dtype, **geometry), activation))
+                stages.append(_Conv(_conv_with(layer, weight, bias, conv_dtype, where), activation))
             i += consumed
             continue
         elif isinstance(layer, (nn.ReflectionPad2d, nn.ReplicationPad2d, nn.ZeroPad2d)):
@@ -378,9 +374,7 @@ class _Activation:
         self.name = name
 
     def __call__(self, x):
-        from .layers import _activate
-
-        return _activate(x, self.name)
+        return activate(x, self.name)
 
 
-__all__ = ["convert_stages", "convert_ffc_layer", "UnsupportedModelError"]
+__all__ = ["convert_stages", "convert_ffc_layer", "fuse_spectral", "UnsupportedModelError"]

@@ -15,6 +15,9 @@ from typing import Dict, Hashable, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from ..ops.spectral import spectral_transform
+from ..ops.winograd import conv3x3_winograd, winograd_available, winograd_isa, winograd_weight
+
 CHANNELS_LAST = torch.channels_last
 # Layers whose (padded) input is larger than this run in horizontal stripes, so that
 # neither a padded copy of the whole input nor a whole intermediate is ever held:
@@ -28,8 +31,6 @@ CONV_ALGORITHMS = ("auto", "direct", "winograd")
 
 def winograd_reason() -> Optional[str]:
     """None when the Winograd 3x3 convolution is usable and faster than oneDNN's direct one here."""
-    from ..ops.winograd import winograd_available, winograd_isa
-
     why = winograd_available()
     if why is not None:
         return why
@@ -100,7 +101,7 @@ def _pair(value) -> Tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
-def _activate(x: torch.Tensor, activation: Optional[str]) -> torch.Tensor:
+def activate(x: torch.Tensor, activation: Optional[str]) -> torch.Tensor:
     if activation == "relu":
         return x.relu_()
     if activation == "sigmoid":
@@ -157,8 +158,6 @@ class PackedConv:
             raise ValueError("the Winograd convolution needs float32, a 3x3 kernel, stride 1, dilation 1 and "
                              "explicit (non-zero) padding")
         if algorithm == "winograd" or (algorithm == "auto" and winograd_fits and winograd_reason() is None):
-            from ..ops.winograd import winograd_weight
-
             self.winograd = winograd_weight(self.weight)
             self.bias = None if self.bias is None else self.bias.float()
             # The Winograd kernels read a one-pixel reflect padding in place.
@@ -278,7 +277,7 @@ class PackedConv:
                 "add", 1.0, fused, [], "",
             )
             if activation != fused:
-                _activate(target, activation)
+                activate(target, activation)
         else:
             target.copy_(self(padded, None, activation))
 
@@ -286,11 +285,9 @@ class PackedConv:
         self, padded: torch.Tensor, other: Optional[torch.Tensor] = None, activation: Optional[str] = None
     ) -> torch.Tensor:
         if self.winograd is not None:
-            from ..ops.winograd import conv3x3_winograd
-
             fused = activation == "relu"
             out = conv3x3_winograd(padded, self.winograd, self.bias, other, fused, self.winograd_reflect)
-            return out if fused else _activate(out, activation)
+            return out if fused else activate(out, activation)
         if self.onednn:
             padded = to_channels_last(padded)
             if other is None:
@@ -305,7 +302,7 @@ class PackedConv:
         out = F.conv2d(padded, self.weight, self.bias, self.stride, self.conv_padding, self.dilation)
         if other is not None:
             out = out.add_(other)
-        return to_channels_last(_activate(out, activation))
+        return to_channels_last(activate(out, activation))
 
 
 # For LaMa's upsampling layers (ConvTranspose2d, 3x3, stride 2, padding 1, output
@@ -362,7 +359,7 @@ class PackedConvTranspose:
             to_channels_last(x), self.weight, self.bias, self.stride, self.padding, self.output_padding,
             1, self.dilation,
         )
-        return to_channels_last(_activate(out, self.activation))
+        return to_channels_last(activate(out, self.activation))
 
     def _by_phases(self, x: torch.Tensor) -> torch.Tensor:
         """The four phase convolutions, a stripe of input rows at a time."""
@@ -420,8 +417,6 @@ class FusedSpectral:
 
     def __call__(self, x: torch.Tensor, bias: Optional[torch.Tensor], other: Optional[torch.Tensor],
                  relu: bool) -> torch.Tensor:
-        from ..ops.spectral import spectral_transform
-
         if self.downsample:
             x = F.avg_pool2d(x, kernel_size=2, stride=2)
         return spectral_transform(x, self.w1, self.b1, self.w_freq, self.b_freq, self.w2, bias, other, relu,
@@ -443,10 +438,10 @@ class FastFFC:
 
     def __init__(self, l2l: Optional[PackedConv], g2l: Optional[PackedConv], l2g: Optional[PackedConv],
                  spectral: Optional[FusedSpectral], merged: Optional[PackedConv],
-                 bias_l: Optional[torch.Tensor], bias_g: Optional[torch.Tensor],
-                 act_l: Optional[str], act_g: Optional[str], split: int) -> None:
+                 bias_g: Optional[torch.Tensor], act_l: Optional[str], act_g: Optional[str], split: int) -> None:
         self.l2l, self.g2l, self.l2g, self.spectral, self.merged = l2l, g2l, l2g, spectral, merged
-        self.bias_l, self.bias_g = bias_l, bias_g
+        # The global output's folded BatchNorm shift when no l2g convolution carries it.
+        self.bias_g = bias_g
         self.act_l, self.act_g = act_l, act_g
         self.split = split
 
