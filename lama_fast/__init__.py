@@ -2,14 +2,15 @@
 
     import lama_fast
     inpainter = lama_fast.load("big-lama.pt")        # .ckpt, TorchScript .pt or .safetensors
-    result = inpainter(image, mask)                  # uint8 HxWx3 RGB + HxW mask -> uint8 HxWx3
+    result = inpainter(image, mask)                  # numpy / PIL / torch image + mask -> the same type
+    result = inpainter(image, mask, hd_strategy="crop", crop_margin=128)  # large photos: see lama_fast.hd
     fast = lama_fast.optimize(generator)             # any LaMa generator module
 """
 
 from __future__ import annotations
 
 import os
-from typing import Union
+from typing import Any, Union
 
 import torch
 
@@ -26,8 +27,15 @@ def load(
     device: Union[str, torch.device] = "cpu",
     backend: str = "auto",
     dtype: torch.dtype = torch.float32,
+    **settings: Any,
 ) -> Inpainter:
-    """Load a LaMa checkpoint (.ckpt, TorchScript .pt, .safetensors, state dict) into an Inpainter."""
+    """Load a LaMa checkpoint (.ckpt, TorchScript .pt, .safetensors, state dict) into an Inpainter.
+
+    ``settings`` are Inpainter's keyword arguments: ``hd_strategy`` ("crop", "original" or
+    "resize"), ``crop_margin``, ``crop_trigger_size``, ``resize_limit`` and ``max_memory``."""
+    if settings:
+        # Checked before the file is read, like the backend.
+        Inpainter(torch.nn.Identity(), backend, **settings)
     from .backends import select_backend
     from .checkpoint import load_generator
 
@@ -40,4 +48,4 @@ def load(
 
     module, chosen, reasons = prepare_with_fallback(chosen, reasons, generator, device, dtype, backend == "auto",
                                                      owned=True)
-    return Inpainter(module, chosen.name, reasons)
+    return Inpainter(module, chosen.name, reasons, **settings)

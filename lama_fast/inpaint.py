@@ -5,16 +5,23 @@
 3. generator input = cat(image * (1 - mask), mask)
 4. result = mask * output + (1 - mask) * image, cropped back
 5. x 255, clip to [0, 255], truncate to uint8
+
+Around it: input forms (lama_fast.images), the high-resolution strategies
+(lama_fast.hd) and the memory guard (lama_fast.memory).  Pixels outside the hole
+are always the input's, bit for bit.
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Any, Dict, Optional, Tuple
+import warnings
+from typing import Any, Dict, Optional, Tuple, Union
 
-import numpy as np
 import torch
 from torch import nn
+
+from . import hd, memory
+from .images import prepare_image, prepare_mask
 
 PAD_MODULO = 8
 
@@ -37,46 +44,24 @@ def pad_to_modulo(x: torch.Tensor, modulo: int = PAD_MODULO) -> torch.Tensor:
     return x.index_select(-2, rows).index_select(-1, cols)
 
 
-def _to_uint8_array(value: Any, what: str, channels: Optional[int]) -> Tuple[np.ndarray, bool]:
-    """Validate an image (channels=3) or mask (channels=None) and return it as a numpy array."""
-    from_pil = False
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a dependency
-        Image = None
-    if Image is not None and isinstance(value, Image.Image):
-        from_pil = True
-        if channels == 3:
-            if value.mode != "RGB":
-                raise ValueError(f"{what} must be an RGB image, got PIL mode {value.mode!r}")
-        elif value.mode not in ("L", "1"):
-            raise ValueError(f"{what} must be a single-channel image (PIL mode 'L' or '1'), got mode {value.mode!r}")
-        value = np.asarray(value)
-    if not isinstance(value, np.ndarray):
-        raise TypeError(f"{what} must be a numpy array or a PIL image, got {type(value).__name__}")
-    if channels == 3:
-        if value.ndim != 3 or value.shape[2] != 3:
-            raise ValueError(f"{what} must have shape HxWx3 (RGB), got {tuple(value.shape)}")
-        if value.dtype != np.uint8:
-            raise TypeError(f"{what} must be uint8, got {value.dtype}")
-    else:
-        if value.ndim != 2:
-            raise ValueError(f"{what} must have shape HxW, got {tuple(value.shape)}")
-        if value.dtype not in (np.uint8, np.bool_):
-            raise TypeError(f"{what} must be uint8 or bool, got {value.dtype}")
-    if value.shape[0] == 0 or value.shape[1] == 0:
-        raise ValueError(f"{what} is empty: shape {tuple(value.shape)}")
-    return value, from_pil
-
-
 class Inpainter:
-    """Image + mask in, inpainted image out, around a generator chosen by a backend."""
+    """Image + mask in, inpainted image out, around a generator chosen by a backend.
+
+    ``hd_strategy``, ``crop_margin``, ``crop_trigger_size`` and ``resize_limit`` set the
+    defaults of every call (see :mod:`lama_fast.hd`); ``max_memory`` (bytes or a string
+    such as ``"4G"``) caps the estimated memory of a run (default: what the machine has free).
+    """
 
     def __init__(
         self,
         generator: nn.Module,
         backend: str = "reference",
         backend_reasons: Optional[Dict[str, Optional[str]]] = None,
+        hd_strategy: str = hd.DEFAULT_STRATEGY,
+        crop_margin: int = hd.DEFAULT_CROP_MARGIN,
+        crop_trigger_size: int = hd.DEFAULT_CROP_TRIGGER_SIZE,
+        resize_limit: int = hd.DEFAULT_RESIZE_LIMIT,
+        max_memory: Optional[Union[int, str]] = None,
     ) -> None:
         self.generator = generator
         self.backend = backend
@@ -86,13 +71,18 @@ class Inpainter:
         first = next(itertools.chain(generator.parameters(), generator.buffers()), None)
         self.device = first.device if first is not None else torch.device("cpu")
         self.dtype = first.dtype if first is not None else torch.float32
+        self.hd = hd.HDSettings(hd_strategy, crop_margin, crop_trigger_size, resize_limit)
+        self.max_memory = memory.parse_size(max_memory) if max_memory is not None else None
 
     def __repr__(self) -> str:
-        return f"Inpainter(backend={self.backend!r}, device={str(self.device)!r}, dtype={self.dtype})"
+        return (f"Inpainter(backend={self.backend!r}, device={str(self.device)!r}, dtype={self.dtype}, "
+                f"hd_strategy={self.hd.strategy!r})")
 
     @torch.no_grad()
     def inpaint_batch(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """Inpaint N×3×H×W images in [0, 1] under N×1×H×W masks (non-zero = hole); returns N×3×H×W in [0, 1]."""
+        """Inpaint N×3×H×W images in [0, 1] under N×1×H×W masks (non-zero = hole); returns N×3×H×W in [0, 1].
+
+        The whole images run through the network (no high-resolution strategy)."""
         if not torch.is_tensor(images) or not torch.is_tensor(masks):
             raise TypeError("inpaint_batch takes torch tensors for images and masks")
         if images.ndim != 4 or images.shape[1] != 3:
@@ -111,33 +101,155 @@ class Inpainter:
             raise ValueError("images contain NaN or infinite values")
         if images.min() < 0 or images.max() > 1:
             raise ValueError("images must lie in [0, 1]")
+        return self._run(images, masks != 0).to(images.device, images.dtype)
+
+    def _run(self, images: torch.Tensor, holes: torch.Tensor) -> torch.Tensor:
+        """The original pipeline on checked N×3×H×W images in [0, 1] and N×1×H×W boolean holes."""
         height, width = images.shape[2:]
         image = pad_to_modulo(images.to(self.device, self.dtype))
-        hole = pad_to_modulo(masks.to(self.device) != 0).to(self.dtype)
+        hole = pad_to_modulo(holes.to(self.device)).to(self.dtype)
         output = self.generator(torch.cat((image * (1 - hole), hole), dim=1))
         if not torch.isfinite(output).all():
             raise RuntimeError("the generator produced NaN or infinite values")
         blended = hole * output + (1 - hole) * image
-        result = blended[:, :, :height, :width]
-        return result.to(images.device, images.dtype)
+        return blended[:, :, :height, :width]
 
-    def __call__(self, image: Any, mask: Any) -> Any:
-        """Inpaint one uint8 H×W×3 RGB image (numpy or PIL) under a uint8/bool H×W mask; returns the same type."""
-        array, from_pil = _to_uint8_array(image, "image", 3)
-        hole, _ = _to_uint8_array(mask, "mask", None)
-        if hole.shape != array.shape[:2]:
-            raise ValueError(f"mask shape {tuple(hole.shape)} does not match image size {tuple(array.shape[:2])}")
-        if not hole.any():
-            result = array.copy()
+    def plan(
+        self,
+        size: Tuple[int, int],
+        hole: torch.Tensor,
+        hd_strategy: Optional[str] = None,
+        crop_margin: Optional[int] = None,
+        crop_trigger_size: Optional[int] = None,
+        resize_limit: Optional[int] = None,
+        max_memory: Optional[Union[int, str]] = None,
+    ) -> hd.Plan:
+        """What a call with these settings would run for an image of ``size`` (H, W) under the
+        boolean H×W ``hole``, after the memory guard; raises InsufficientMemoryError when nothing fits."""
+        settings = self.hd.replace(strategy=hd_strategy, crop_margin=crop_margin,
+                                   crop_trigger_size=crop_trigger_size, resize_limit=resize_limit)
+        return self._plan(settings, size, hole, max_memory)
+
+    def _plan(self, settings: hd.HDSettings, size: Tuple[int, int], hole: torch.Tensor,
+              max_memory: Optional[Union[int, str]]) -> hd.Plan:
+        budget = memory.parse_size(max_memory) if max_memory is not None else self.max_memory
+        guarded = budget is not None or self.device.type == "cpu"
+        if budget is None and guarded:
+            budget = memory.available_bytes()
+        # A fast generator may compute in another dtype than it takes in (bfloat16 inside, float32 at its ends).
+        compute = getattr(self.generator, "compute_dtype", self.dtype)
+        return make_plan(settings, size, hole, self.backend, compute, budget if guarded else None,
+                         explicit_budget=max_memory is not None or self.max_memory is not None)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: Any,
+        mask: Any,
+        *,
+        hd_strategy: Optional[str] = None,
+        mask_threshold: float = 0,
+        crop_margin: Optional[int] = None,
+        crop_trigger_size: Optional[int] = None,
+        resize_limit: Optional[int] = None,
+        max_memory: Optional[Union[int, str]] = None,
+    ) -> Any:
+        """Inpaint one image under a mask; returns the image's own type, layout and dtype.
+
+        ``image``: numpy, PIL or torch; RGB, RGBA (alpha kept) or greyscale; uint8 or float in [0, 1].
+        ``mask``: bool, 0/1, 0/255, greyscale or 3-channel; a pixel is a hole when its value is
+        above ``mask_threshold`` (default 0: any non-zero pixel, as the original LaMa).
+        The other keywords override the Inpainter's high-resolution settings for this call.
+        """
+        settings = self.hd.replace(strategy=hd_strategy, crop_margin=crop_margin,
+                                   crop_trigger_size=crop_trigger_size, resize_limit=resize_limit)
+        if max_memory is not None:
+            memory.parse_size(max_memory)
+        prepared = prepare_image(image)
+        hole = prepare_mask(mask, prepared.size, mask_threshold)
+        if not bool(hole.any()):
+            return prepared.restore(prepared.rgb, hole)
+        plan = self._plan(settings, prepared.size, hole, max_memory)
+        for note in plan.notes:
+            warnings.warn(note, RuntimeWarning, stacklevel=2)
+        rgb = prepared.rgb
+        out = rgb.clone()
+        hole_here = hole.to(rgb.device)
+        if plan.strategy == "resize" and plan.run_size is not None:
+            small, small_hole = hd.downscale(self._as_float(rgb), hole, plan.run_size)
+            result = self._run(small[None], small_hole[None, None])[0]
+            full = hd.upscale(result.to(rgb.device), prepared.size)
+            self._paste(out, full, hole_here, hd.Box(0, 0, *prepared.size))
         else:
-            images = torch.tensor(array).permute(2, 0, 1)[None].to(self.dtype) / 255
-            masks = torch.tensor(hole != 0)[None, None]
-            inpainted = self.inpaint_batch(images, masks).cpu()
-            scaled = (inpainted[0].permute(1, 2, 0) * 255).clamp(0, 255)
-            # The original truncates (astype), it does not round.
-            result = scaled.to(torch.uint8).numpy()
-        if from_pil:
-            from PIL import Image
+            for box in plan.boxes:
+                rows, cols = box.slices()
+                region_hole = hole_here[rows, cols]
+                result = self._run(self._as_float(rgb[:, rows, cols])[None], region_hole[None, None])[0]
+                self._paste(out, result.to(rgb.device), hole_here, box)
+        return prepared.restore(out, hole)
 
-            return Image.fromarray(result)
-        return result
+    def _as_float(self, rgb: torch.Tensor) -> torch.Tensor:
+        """An image in [0, 1] in the model's float dtype (uint8 divided by 255 there, as the original)."""
+        if rgb.dtype == torch.uint8:
+            return rgb.to(self.device, self.dtype) / 255
+        return rgb.to(self.device, self.dtype)
+
+    @staticmethod
+    def _paste(out: torch.Tensor, result: torch.Tensor, hole: torch.Tensor, box: hd.Box) -> None:
+        """Write ``result`` (float, [0, 1]) into ``out`` at the box's hole pixels; uint8 truncates as the original."""
+        rows, cols = box.slices()
+        if out.dtype == torch.uint8:
+            values = (result * 255).clamp_(0, 255).to(torch.uint8)
+        else:
+            values = result.to(out.dtype)
+        region = out[:, rows, cols]
+        region.copy_(torch.where(hole[rows, cols], values, region))
+
+
+def make_plan(
+    settings: hd.HDSettings,
+    size: Tuple[int, int],
+    hole: torch.Tensor,
+    backend: str,
+    dtype: torch.dtype,
+    budget: Optional[int],
+    explicit_budget: bool = False,
+) -> hd.Plan:
+    """The strategy's regions for ``size`` and ``hole``, checked against ``budget`` bytes: an
+    ``original`` run (or a ``crop`` below its trigger size) that would not fit becomes ``crop``
+    with a note; a run that cannot fit either way raises InsufficientMemoryError."""
+    height, width = size
+    whole = [hd.Box(0, 0, height, width)]
+    if hd.uses_crop(settings, height, width):
+        plan = hd.Plan(settings.strategy, "crop", size, hd.plan_crops(hole, settings.crop_margin))
+    elif settings.strategy == "resize" and hd.resized_size(settings, height, width) is not None:
+        plan = hd.Plan(settings.strategy, "resize", size, whole, run_size=hd.resized_size(settings, height, width))
+    else:
+        plan = hd.Plan(settings.strategy, "original", size, whole)
+
+    def peak(p: hd.Plan) -> Optional[int]:
+        sizes = [p.run_size] if p.run_size is not None else [(b.height, b.width) for b in p.boxes]
+        estimates = [memory.estimate_peak_bytes(backend, dtype, h, w) for h, w in sizes]
+        return None if any(e is None for e in estimates) else max(estimates)
+
+    plan.peak_bytes = peak(plan)
+    plan.budget_bytes = budget
+    if budget is None or plan.peak_bytes is None or plan.peak_bytes <= budget:
+        return plan
+    source = "max_memory" if explicit_budget else "available memory"
+    need = (f"inpainting {width}x{height} with the {plan.strategy} strategy ({backend} backend, "
+            f"{str(dtype).replace('torch.', '')}) needs about {memory.format_bytes(plan.peak_bytes)}, "
+            f"more than the {memory.format_bytes(budget)} of {source}")
+    if plan.strategy == "original":
+        cropped = hd.Plan(settings.strategy, "crop", size, hd.plan_crops(hole, settings.crop_margin))
+        cropped.peak_bytes = peak(cropped)
+        cropped.budget_bytes = budget
+        if cropped.peak_bytes is not None and cropped.peak_bytes <= budget:
+            cropped.notes.append(f"{need}; switched to the crop strategy, which needs about "
+                                 f"{memory.format_bytes(cropped.peak_bytes)}")
+            return cropped
+        need += f"; the crop strategy would need about {memory.format_bytes(cropped.peak_bytes)} too"
+    raise memory.InsufficientMemoryError(
+        f"{need}. Use hd_strategy='resize' (--hd-strategy resize) with a smaller resize_limit, "
+        f"a smaller crop_margin, or raise max_memory if the machine has the memory."
+    )

@@ -134,22 +134,25 @@ def test_nan_output_is_an_error_not_garbage():
 @pytest.mark.parametrize(
     "image,mask,exc,message",
     [
-        ("img", np.zeros((4, 4), np.uint8), TypeError, "image must be a numpy array or a PIL image, got str"),
-        (np.zeros((4, 4, 3), np.float32), np.zeros((4, 4), np.uint8), TypeError, "image must be uint8, got float32"),
-        (np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint8), ValueError, "image must have shape HxWx3 (RGB), got (4, 4)"),
-        (np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4), np.uint8), ValueError, "image must have shape HxWx3 (RGB), got (4, 4, 4)"),
+        # Every input form and its errors: tests/test_images.py; here they reach the caller through Inpainter.
+        ("img", np.zeros((4, 4), np.uint8), TypeError, "image must be a numpy array, a PIL image or a torch tensor, got str"),
+        (np.zeros((4, 4, 3), np.int16), np.zeros((4, 4), np.uint8), TypeError,
+         "image must be uint8, or floating point with values in [0, 1]; got dtype int16"),
         (np.zeros((0, 4, 3), np.uint8), np.zeros((0, 4), np.uint8), ValueError, "image is empty: shape (0, 4, 3)"),
-        (np.zeros((4, 4, 3), np.uint8), np.zeros((4, 5), np.uint8), ValueError, "mask shape (4, 5) does not match image size (4, 4)"),
-        (np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4, 3), np.uint8), ValueError, "mask must have shape HxW, got (4, 4, 3)"),
-        (np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.float64), TypeError, "mask must be uint8 or bool, got float64"),
-        (Image.new("RGBA", (4, 4)), np.zeros((4, 4), np.uint8), ValueError, "image must be an RGB image, got PIL mode 'RGBA'"),
-        (np.zeros((4, 4, 3), np.uint8), Image.new("RGB", (4, 4)), ValueError,
-         "mask must be a single-channel image (PIL mode 'L' or '1'), got mode 'RGB'"),
+        (np.zeros((4, 4, 3), np.uint8), np.zeros((4, 5), np.uint8), ValueError, "mask is 5x4 but the image is 4x4"),
+        (np.full((4, 4, 3), 2.0, np.float32), np.zeros((4, 4), np.uint8), ValueError,
+         "image values must lie in [0, 1], found values in [2, 2] (values in [0, 255]? divide the image by 255)"),
+        (torch.full((3, 4, 4), float("nan")), np.zeros((4, 4), np.uint8), ValueError, "image contains NaN values"),
+        (np.zeros((4, 4, 3), np.uint8), np.full((4, 4), np.nan), ValueError, "mask contains NaN values"),
+        (np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.complex64), TypeError,
+         "mask must be bool, integer or floating point; got dtype complex64"),
+        (np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.uint8), ValueError,
+         "hd_strategy must be one of original, crop, resize; got 'tiles'"),
     ],
 )
 def test_bad_input_is_named(tiny_inpainter, image, mask, exc, message):
     with pytest.raises(exc) as info:
-        tiny_inpainter(image, mask)
+        tiny_inpainter(image, mask, hd_strategy="tiles" if "hd_strategy" in message else None)
     assert str(info.value) == message
 
 
