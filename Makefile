@@ -2,19 +2,22 @@
 # packaging files (and the extension's sources) keeps re-runs fast.
 #   make test              run the test suite (what CI runs)
 #   make demo [CKPT=path]  parity check, a small benchmark, an inpainted sample
-#   make venv EXTRAS=test,triton   also install Triton
+#   make venv EXTRAS=test          without Triton (its kernels' tests are then skipped)
+#   bench/gpu_check.sh             on a GPU machine: GPU tests and GPU benchmarks (see its header)
 #   make bench [BENCH_ARGS=...]    install the bench extra (peers), run bench/run_all.py (tens of minutes)
 
 PYTHON ?= python3
 TORCH_VERSION ?= 2.13.0
-EXTRAS ?= test
+TRITON_VERSION ?= 3.9.0
+# triton: the GPU kernels, tested on the CPU under TRITON_INTERPRET=1 (tests/conftest.py sets it).
+EXTRAS ?= test,triton
 PYTEST_ARGS ?=
 CKPT ?=
 
 VENV := .venv
 VPY := $(VENV)/bin/python
 comma := ,
-STAMP := $(VENV)/.installed-torch$(TORCH_VERSION)-$(subst $(comma),-,$(EXTRAS))
+STAMP := $(VENV)/.installed-torch$(TORCH_VERSION)-$(subst $(comma),-,$(EXTRAS))$(if $(findstring triton,$(EXTRAS)),-triton$(TRITON_VERSION))
 EXTENSION_SOURCES := $(wildcard csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu csrc/cuda/*.cuh csrc/cuda/*.cpp csrc/cuda/*.h)
 SAMPLE_IMAGE := lama_fast/assets/astronaut.jpg
 SAMPLE_MASK := lama_fast/assets/astronaut_mask.png
@@ -33,7 +36,8 @@ $(STAMP): $(VPY) pyproject.toml setup.py $(EXTENSION_SOURCES)
 		|| $(VPY) -m pip install --upgrade pip
 	$(VPY) -m pip install "torch==$(TORCH_VERSION)"
 	$(VPY) -m pip install "setuptools>=64" wheel
-	$(VPY) -m pip install --no-build-isolation -e ".[$(EXTRAS)]" "torch==$(TORCH_VERSION)"
+	$(VPY) -m pip install --no-build-isolation -e ".[$(EXTRAS)]" "torch==$(TORCH_VERSION)" \
+		$(if $(findstring triton,$(EXTRAS)),"triton==$(TRITON_VERSION)")
 	rm -f $(VENV)/.installed-*
 	touch $@
 

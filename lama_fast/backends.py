@@ -29,6 +29,12 @@ class Backend:
     # freshly read generator from load(); one that only reads it gets the original.
     prepare: Callable[[nn.Module, torch.device, torch.dtype], nn.Module]
     modifies_input: bool = True
+    # Device types and dtypes for which "auto" may take this backend (it may run elsewhere when named).
+    auto_device_types: Tuple[str, ...] = ("cpu", "cuda")
+    auto_dtypes: Optional[Tuple[torch.dtype, ...]] = None  # None: every dtype it runs in
+
+    def taken_by_auto(self, device: torch.device, dtype: torch.dtype) -> bool:
+        return device.type in self.auto_device_types and (self.auto_dtypes is None or dtype in self.auto_dtypes)
 
 
 def _reference_reasons(device: torch.device, dtype: torch.dtype) -> List[str]:
@@ -50,6 +56,18 @@ def _reference_prepare(generator: nn.Module, device: torch.device, dtype: torch.
     for parameter in module.parameters():
         parameter.requires_grad_(False)
     return module
+
+
+def _triton_reasons(device: torch.device, dtype: torch.dtype) -> List[str]:
+    from .gpu import triton_reasons
+
+    return triton_reasons(device, dtype)
+
+
+def _triton_prepare(generator: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    from .gpu import build_triton_generator
+
+    return build_triton_generator(generator, device, dtype)
 
 
 def _cpu_reasons(device: torch.device, dtype: torch.dtype) -> List[str]:
@@ -98,6 +116,20 @@ def _cpu_prepare(generator: nn.Module, device: torch.device, dtype: torch.dtype)
 
 # Priority order for "auto": fastest first.
 BACKENDS: Dict[str, Backend] = {
+    "triton": Backend(
+        "triton",
+        "GPU generator: BatchNorm folded, cuDNN convolutions (channels last), the spectral transform as "
+        "Triton kernels around cuFFT (float32, bfloat16, float16); on the CPU only under TRITON_INTERPRET=1",
+        _triton_reasons,
+        _triton_prepare,
+        modifies_input=False,
+        # Under Triton's interpreter it runs on the CPU for tests, far too slowly for "auto" to take it.
+        auto_device_types=("cuda",),
+        # In float32 the reference is faster on an H100 at 1000x750 and above
+        # (bench/results/gpu_notes.md), so auto takes this backend only where the
+        # reference cannot run at all.
+        auto_dtypes=(torch.bfloat16, torch.float16),
+    ),
     "cpu": Backend(
         "cpu",
         "fused CPU generator: BatchNorm folded, oneDNN convolutions with prepacked weights, "
@@ -131,9 +163,11 @@ def select_backend(name: str, device: DeviceLike, dtype: torch.dtype) -> Tuple[B
     reasons = available_backends(device, dtype)
     if name == "auto":
         for candidate, why in reasons.items():
-            if why is None:
+            if why is None and BACKENDS[candidate].taken_by_auto(device, dtype):
                 return BACKENDS[candidate], reasons
-        listing = "; ".join(f"{n}: {why}" for n, why in reasons.items())
+        listing = "; ".join(
+            f"{n}: {why if why is not None else f'auto does not take it on {device.type} in {dtype} (it runs when named)'}"
+            for n, why in reasons.items())
         raise ValueError(f"no backend can run on {device} in {dtype}: {listing}")
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; known backends: auto, {', '.join(BACKENDS)}")

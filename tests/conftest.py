@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# Triton reads TRITON_INTERPRET when it is imported: without a GPU its kernels run in the interpreter.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 # ../shared/golden relative to the repository root, unless LAMA_FAST_GOLDEN points elsewhere.
 GOLDEN_DIR = Path(os.environ.get("LAMA_FAST_GOLDEN", Path(__file__).resolve().parents[2] / "shared" / "golden"))
 
