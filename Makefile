@@ -49,6 +49,9 @@ demo: venv
 	$(VENV)/bin/lama-fast parity --dtype bfloat16 --sizes 512
 	$(VENV)/bin/lama-fast bench --sizes 512 --repeats 3 --backends cpu,reference
 	$(VENV)/bin/lama-fast bench --sizes 512 --repeats 3 --backends cpu --dtype bfloat16
+	mkdir -p out
+	$(VENV)/bin/lama-fast inpaint $(SAMPLE_IMAGE) $(SAMPLE_MASK) --hd-strategy crop --crop-trigger-size 256 \
+		--crop-margin 64 --explain out/astronaut_crop_plan.png
 	@if [ -n "$(CKPT)" ]; then \
 		mkdir -p out && \
 		echo "$(VENV)/bin/lama-fast inpaint $(SAMPLE_IMAGE) $(SAMPLE_MASK) -o out/astronaut_inpainted.png --checkpoint $(CKPT) --overwrite" && \
