@@ -9,27 +9,13 @@ time (about 1 ms here) would hide the kernels' own.
 """
 
 import json
-import statistics
 import sys
 
 import torch
 from torch._library.triton import set_wrap_triton_enabled
 
+from gpu_bench import time_gpu  # bench/, beside this script
 from lama_fast.kernels import spectral as k
-
-
-def timed(fn, repeats=30):
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def main():
@@ -66,7 +52,7 @@ def main():
         cases["cuBLAS out (NCHW)"] = (lambda: torch.mm(w2d, a_out), "out")
         for name, (fn, kind) in cases.items():
             with set_wrap_triton_enabled(False):
-                ms = timed(fn)  # torch.backends.cuda.matmul.allow_tf32 is False by default: cuBLAS fp32 is exact too
+                ms = time_gpu(fn, warmup=1, repeats=30)["median_ms"]  # torch.backends.cuda.matmul.allow_tf32 is False by default: cuBLAS fp32 is exact too
             row = dict(dtype=str(dtype), side=side, case=name, ms=round(ms, 4), tflops=round(flops[kind] / ms / 1e9, 1))
             rows.append(row)
             print(f"{str(dtype):15s} {side}^2 {name:40s} {ms:8.3f} ms {row['tflops']:7.1f} TFLOP/s", flush=True)

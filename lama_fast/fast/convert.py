@@ -8,7 +8,7 @@ where ours has ``None`` for a missing branch, norm or activation.
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -306,6 +306,22 @@ def _pair_up(stages: List) -> List:
     return paired
 
 
+def conv_followers(layers: List[nn.Module], i: int) -> Tuple[torch.Tensor, torch.Tensor, Optional[str], int]:
+    """For the convolution ``layers[i]``: the scale and shift of a BatchNorm2d right after it (identity
+    without one), the name of an activation after that (or None), and how many layers the three are."""
+    channels = layers[i].out_channels
+    consumed = 1
+    scale, shift = batchnorm_scale_shift(None, channels)
+    if i + 1 < len(layers) and isinstance(layers[i + 1], nn.BatchNorm2d):
+        scale, shift = batchnorm_scale_shift(layers[i + 1], channels)
+        consumed += 1
+    activation = None
+    if i + consumed < len(layers) and isinstance(layers[i + consumed], (nn.ReLU, nn.Sigmoid, nn.Tanh)):
+        activation = _activation_name(layers[i + consumed], f"model.{i + consumed}")
+        consumed += 1
+    return scale, shift, activation, consumed
+
+
 def convert_stages(generator: nn.Module, dtype: torch.dtype, output_conv_dtype: Optional[torch.dtype] = None,
                    conv_algorithm: str = "auto") -> List:
     """The generator's ``model`` Sequential as a list of fused callables.
@@ -321,7 +337,6 @@ def convert_stages(generator: nn.Module, dtype: torch.dtype, output_conv_dtype: 
     i = 0
     while i < len(layers):
         layer, where = layers[i], f"model.{i}"
-        following = layers[i + 1:]
         if hasattr(layer, "ffc"):
             stages.append(_Layer(convert_ffc_layer(layer, dtype, where, conv_algorithm)))
         elif hasattr(layer, "conv1") and hasattr(layer, "conv2") and hasattr(layer.conv1, "ffc"):
@@ -332,17 +347,7 @@ def convert_stages(generator: nn.Module, dtype: torch.dtype, output_conv_dtype: 
         elif type(layer).__name__ == "ConcatTupleLayer":
             stages.append(_Concat())
         elif isinstance(layer, (nn.ConvTranspose2d, nn.Conv2d)):
-            # Fold a following BatchNorm2d and take a following activation into the convolution.
-            consumed = 1
-            scale, shift = batchnorm_scale_shift(None, layer.out_channels)
-            if following and isinstance(following[0], nn.BatchNorm2d):
-                scale, shift = batchnorm_scale_shift(following[0], layer.out_channels)
-                consumed += 1
-            activation = None
-            rest = layers[i + consumed:]
-            if rest and isinstance(rest[0], (nn.ReLU, nn.Sigmoid, nn.Tanh)):
-                activation = _activation_name(rest[0], f"model.{i + consumed}")
-                consumed += 1
+            scale, shift, activation, consumed = conv_followers(layers, i)
             if isinstance(layer, nn.ConvTranspose2d):
                 if layer.groups != 1:
                     raise UnsupportedModelError(f"{where}: grouped transposed convolutions are not supported")

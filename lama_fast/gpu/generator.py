@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..fast.convert import _activation_name, convert_ffc_layer
-from ..fast.fold import UnsupportedModelError, batchnorm_scale_shift, fold_batchnorm
-from ..fast.layers import FastFFC, FusedSpectral, PackedConv
+from ..fast.convert import _activation_name, conv_followers, convert_ffc_layer
+from ..fast.fold import UnsupportedModelError, fold_batchnorm
+from ..fast.layers import FastFFC, FusedSpectral, PackedConv, activate
 
 CHANNELS_LAST = torch.channels_last
 Branches = Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]
@@ -30,17 +30,6 @@ def _activate(x: torch.Tensor, activation: Optional[str]) -> torch.Tensor:
         return torch.sigmoid(x)
     if activation == "tanh":
         return torch.tanh(x)
-    return x
-
-
-def _activate_(x: torch.Tensor, activation: Optional[str]) -> torch.Tensor:
-    """``_activate`` in place."""
-    if activation == "relu":
-        return x.relu_()
-    if activation == "sigmoid":
-        return x.sigmoid_()
-    if activation == "tanh":
-        return x.tanh_()
     return x
 
 
@@ -163,11 +152,11 @@ class GpuFFC:
             local = both[:, :cl]
             if self.g2l is not None:
                 local.add_(self.g2l(x_g))
-            local = _activate_(local, self.act_l)
+            local = activate(local, self.act_l)
             glob_in = both[:, cl:]
             if self.spectral is not None:
                 return local, self.spectral(x_g, None, glob_in, self.act_g == "relu")
-            return local, _activate_(glob_in, self.act_g)
+            return local, activate(glob_in, self.act_g)
         local = glob = None
         if self.l2l is not None:
             other = self.g2l(x_g) if self.g2l is not None else None
@@ -376,17 +365,7 @@ def build_gpu_generator(generator: nn.Module, device: torch.device, dtype: torch
         elif type(layer).__name__ == "ConcatTupleLayer":
             stages.append(_concat)
         elif isinstance(layer, (nn.ConvTranspose2d, nn.Conv2d)):
-            consumed = 1
-            following = layers[i + 1:]
-            scale, shift = batchnorm_scale_shift(None, layer.out_channels)
-            if following and isinstance(following[0], nn.BatchNorm2d):
-                scale, shift = batchnorm_scale_shift(following[0], layer.out_channels)
-                consumed += 1
-            activation = None
-            rest = layers[i + consumed:]
-            if rest and isinstance(rest[0], (nn.ReLU, nn.Sigmoid, nn.Tanh)):
-                activation = _activation_name(rest[0], f"model.{i + consumed}")
-                consumed += 1
+            scale, shift, activation, consumed = conv_followers(layers, i)
             if layer.groups != 1:
                 raise UnsupportedModelError(f"{where}: grouped convolutions are not supported")
             if isinstance(layer, nn.ConvTranspose2d):
