@@ -360,18 +360,24 @@ def convert_stages(generator: nn.Module, dtype: torch.dtype, output_conv_dtype: 
                 stages.append(_Conv(_conv_with(layer, weight, bias, conv_dtype, where), activation))
             i += consumed
             continue
-        elif isinstance(layer, (nn.ReflectionPad2d, nn.ReplicationPad2d, nn.ZeroPad2d)):
-            stages.append(_Pad(layer))
-        elif isinstance(layer, nn.BatchNorm2d):
-            raise UnsupportedModelError(f"{where}: a BatchNorm2d not preceded by a convolution")
-        elif isinstance(layer, (nn.ReLU, nn.Sigmoid, nn.Tanh)):
-            stages.append(_Activation(_activation_name(layer, where)))
-        elif isinstance(layer, nn.Identity):
-            pass
         else:
-            raise UnsupportedModelError(f"{where}: layer {type(layer).__name__} is not supported")
+            stages.extend(plain_stage(layer, where))
         i += 1
     return _pair_up(stages)
+
+
+def plain_stage(layer: nn.Module, where: str) -> List:
+    """The stage of a layer that is neither an FFC nor a convolution: a pad or an activation
+    (device-agnostic), nothing for ``nn.Identity``; anything else is not supported."""
+    if isinstance(layer, (nn.ReflectionPad2d, nn.ReplicationPad2d, nn.ZeroPad2d)):
+        return [_Pad(layer)]
+    if isinstance(layer, (nn.ReLU, nn.Sigmoid, nn.Tanh)):
+        return [_Activation(_activation_name(layer, where))]
+    if isinstance(layer, nn.Identity):
+        return []
+    if isinstance(layer, nn.BatchNorm2d):
+        raise UnsupportedModelError(f"{where}: a BatchNorm2d not preceded by a convolution")
+    raise UnsupportedModelError(f"{where}: layer {type(layer).__name__} is not supported")
 
 
 class _Activation:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..fast.convert import _activation_name, conv_followers, convert_ffc_layer
+from ..fast.convert import _Pad, conv_followers, convert_ffc_layer, plain_stage
 from ..fast.fold import UnsupportedModelError, fold_batchnorm
 from ..fast.layers import FastFFC, FusedSpectral, PackedConv, activate
 
@@ -191,14 +191,6 @@ def _concat(x):
     return torch.cat((x_l, x_g), dim=1).contiguous(memory_format=CHANNELS_LAST)
 
 
-class _Activation:
-    def __init__(self, name: Optional[str]) -> None:
-        self.name = name
-
-    def __call__(self, x):
-        return _activate(x, self.name)
-
-
 class GpuGenerator(nn.Module):
     """Inference-only LaMa generator on a GPU (or on the CPU under Triton's interpreter)."""
 
@@ -326,18 +318,11 @@ def _fold_pad(stages: List[Any]) -> List[Any]:
                 and stage.spectral is None):
             conv = stage.l2l
         if (conv is not None and conv.explicit_padding is None and conv.conv_padding == (0, 0) and folded
-                and isinstance(folded[-1], tuple) and folded[-1][0] == "pad"):
-            _, padding, mode = folded.pop()
-            conv.explicit_padding, conv.padding_mode = padding, mode
+                and isinstance(folded[-1], _Pad)):
+            pad = folded.pop()
+            conv.explicit_padding, conv.padding_mode = pad.padding, pad.mode
         folded.append(stage)
-    out = []
-    for stage in folded:
-        if isinstance(stage, tuple):
-            _, padding, mode = stage
-            out.append(lambda x, p=padding, m=mode: F.pad(x, p, mode=m).contiguous(memory_format=CHANNELS_LAST))
-        else:
-            out.append(stage)
-    return out
+    return folded
 
 
 def build_gpu_generator(generator: nn.Module, device: torch.device, dtype: torch.dtype) -> GpuGenerator:
@@ -386,20 +371,8 @@ def build_gpu_generator(generator: nn.Module, device: torch.device, dtype: torch
                                       explicit, layer.padding_mode, activation))
             i += consumed
             continue
-        elif isinstance(layer, (nn.ReflectionPad2d, nn.ReplicationPad2d, nn.ZeroPad2d)):
-            padding = layer.padding
-            padding = (padding,) * 4 if isinstance(padding, int) else tuple(int(p) for p in padding)
-            mode = "reflect" if isinstance(layer, nn.ReflectionPad2d) else (
-                "replicate" if isinstance(layer, nn.ReplicationPad2d) else "constant")
-            stages.append(("pad", padding, mode))
-        elif isinstance(layer, nn.BatchNorm2d):
-            raise UnsupportedModelError(f"{where}: a BatchNorm2d not preceded by a convolution")
-        elif isinstance(layer, (nn.ReLU, nn.Sigmoid, nn.Tanh)):
-            stages.append(_Activation(_activation_name(layer, where)))
-        elif isinstance(layer, nn.Identity):
-            pass
         else:
-            raise UnsupportedModelError(f"{where}: layer {type(layer).__name__} is not supported")
+            stages.extend(plain_stage(layer, where))
         i += 1
     # The Triton ops register on import.
     import lama_fast.kernels.spectral  # noqa: F401
