@@ -3,8 +3,11 @@
 #   make test              run the test suite (what CI runs)
 #   make demo [CKPT=path]  parity check, a small benchmark, an inpainted sample
 #   make venv EXTRAS=test          without Triton (its kernels' tests are then skipped)
+#   (where nvcc is on PATH, make venv also installs nvidia-cufft: tests/test_cuda_ext.py compiles csrc/cuda with it)
 #   bench/gpu_check.sh             on a GPU machine: GPU tests and GPU benchmarks (see its header)
 #   make bench [BENCH_ARGS=...]    install the bench extra (peers), run bench/run_all.py (tens of minutes)
+#   make cuda-build-check          compile and link the whole extension, CUDA part included, against a
+#                                  CUDA build of torch (no GPU needed; .venv-cuda, several GB)
 
 PYTHON ?= python3
 TORCH_VERSION ?= 2.13.0
@@ -22,7 +25,7 @@ EXTENSION_SOURCES := $(wildcard csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*
 SAMPLE_IMAGE := lama_fast/assets/astronaut.jpg
 SAMPLE_MASK := lama_fast/assets/astronaut_mask.png
 
-.PHONY: venv test demo bench clean distclean
+.PHONY: venv test demo bench cuda-build-check clean distclean
 
 venv: $(STAMP)
 
@@ -31,11 +34,14 @@ $(VPY):
 
 # torch goes in first, pinned, so that nothing resolves "torch>=2.1" to a
 # multi-GB CUDA build; the package is then built against it without isolation.
+# Where nvcc is on PATH, tests/test_cuda_ext.py compiles csrc/cuda/*.cu, which include
+# cufft.h: a toolkit may lack it, pip's nvidia-cufft ships it (a CUDA torch has it already).
 $(STAMP): $(VPY) pyproject.toml setup.py $(EXTENSION_SOURCES)
 	$(VPY) -c 'import sys, pip; sys.exit(tuple(int(p) for p in pip.__version__.split(".")[:2]) < (21, 3))' \
 		|| $(VPY) -m pip install --upgrade pip
 	$(VPY) -m pip install "torch==$(TORCH_VERSION)"
 	$(VPY) -m pip install "setuptools>=64" wheel
+	if command -v nvcc >/dev/null 2>&1; then $(VPY) -m pip install nvidia-cufft; fi
 	$(VPY) -m pip install --no-build-isolation -e ".[$(EXTRAS)]" "torch==$(TORCH_VERSION)" \
 		$(if $(findstring triton,$(EXTRAS)),"triton==$(TRITON_VERSION)")
 	rm -f $(VENV)/.installed-*
@@ -70,6 +76,23 @@ bench: venv
 	fi
 	$(VPY) bench/run_all.py $(BENCH_ARGS)
 
+# The CUDA extension cannot run here, but it can be built: in a copy of the tree (so that the
+# tree's own extension and build record stay as they are), against a CUDA build of torch, for
+# sm_80 and sm_90, then imported to see its CUDA kernels registered.
+CUDA_TORCH_VERSION ?= 2.14.1
+CUDA_CHECK_DIR := build/cuda-check
+cuda-build-check:
+	test -x .venv-cuda/bin/python || $(PYTHON) -m venv .venv-cuda
+	.venv-cuda/bin/python -m pip install "torch==$(CUDA_TORCH_VERSION)" "setuptools>=64" wheel ninja nvidia-cufft \
+		numpy pillow tqdm safetensors
+	rm -rf $(CUDA_CHECK_DIR) && mkdir -p $(CUDA_CHECK_DIR)
+	git ls-files -co --exclude-standard | grep -v -e '^\.venv' -e '^build/' | tar cf - -T - | tar xf - -C $(CUDA_CHECK_DIR)
+	cd $(CUDA_CHECK_DIR) && rm -f lama_fast/_C*.so && FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="8.0;9.0" \
+		$(CURDIR)/.venv-cuda/bin/python setup.py -q build_ext --inplace
+	cd $(CUDA_CHECK_DIR) && $(CURDIR)/.venv-cuda/bin/python -c "import torch; \
+		from lama_fast.ops.spectral import cuda_kernels_status as why; assert why() is None, why(); \
+		print('cuda-build-check: lama_fast._C with CUDA kernels, built and imported with torch', torch.__version__)"
+
 # Removing the in-tree build products also drops the install stamp, so the
 # next make rebuilds them (the editable install reads them from the tree).
 clean:
@@ -79,4 +102,4 @@ clean:
 	rm -f $(VENV)/.installed-*
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) .venv-cuda

@@ -112,6 +112,19 @@ def pip_nvidia_dirs(header: str) -> tuple[list[str], list[str]]:
     return include_dirs, library_dirs
 
 
+def cufft_library(dirs: list[str]) -> str:
+    """"cufft" when a libcufft.so is in ``dirs`` (or none is found: the toolkit's default path),
+    else ":libcufft.so.N" for a versioned file only, as pip's nvidia-cufft ships."""
+    for directory in dirs:
+        if os.path.isfile(os.path.join(directory, "libcufft.so")):
+            return "cufft"
+    for directory in dirs:
+        versioned = sorted(glob.glob(os.path.join(directory, "libcufft.so.[0-9]*")))
+        if versioned:
+            return ":" + os.path.basename(versioned[0])
+    return "cufft"
+
+
 def decide_extensions() -> tuple[list, dict, dict[str, str]]:
     """Return (ext_modules, cmdclass, build_info) for lama_fast._C."""
     cpu_sources = relative_sources("csrc/cpu/*.cpp")
@@ -184,10 +197,16 @@ def decide_extensions() -> tuple[list, dict, dict[str, str]]:
             os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCH_LIST
         define_macros.append(("WITH_CUDA", None))
         extra_compile_args["nvcc"] = ["-O3"]
-        libraries.append("cufft")
         nvidia_includes, nvidia_libs = pip_nvidia_dirs("cufft.h")
         include_dirs += nvidia_includes
         library_dirs += nvidia_libs
+        cufft = cufft_library(library_dirs + [os.path.join(cpp_extension.CUDA_HOME or toolkit or "", "lib64")])
+        if cufft.startswith(":"):
+            # Only a versioned libcufft.so.N (pip's nvidia-cufft): link it by file name, and let the
+            # loader find it where it is (torch's CUDA build loads the same soname itself).
+            extra_link_args += [f"-l{cufft}"] + [f"-Wl,-rpath,{d}" for d in nvidia_libs]
+        else:
+            libraries.append(cufft)
         how = "forced by FORCE_CUDA=1" if forced else f"CUDA {torch_cuda}, toolkit {toolkit}"
         info["cuda_extension"] = f"built: {count(cuda_sources)} under csrc/cuda ({how})"
         info["cuda_arch_list"] = os.environ.get("TORCH_CUDA_ARCH_LIST", "chosen by torch from the visible GPUs")

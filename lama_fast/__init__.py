@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import torch
 
@@ -27,19 +27,22 @@ def load(
     device: Union[str, torch.device] = "cpu",
     backend: str = "auto",
     dtype: torch.dtype = torch.float32,
+    cuda_graphs: Optional[bool] = None,
     **settings: Any,
 ) -> Inpainter:
     """Load a LaMa checkpoint (.ckpt, TorchScript .pt, .safetensors, state dict) into an Inpainter.
 
-    ``settings`` are Inpainter's keyword arguments: ``hd_strategy`` ("crop", "original" or
-    "resize"), ``crop_margin``, ``crop_trigger_size``, ``resize_limit`` and ``max_memory``."""
+    ``cuda_graphs`` is ``optimize()``'s.  ``settings`` are Inpainter's keyword arguments:
+    ``hd_strategy`` ("crop", "original" or "resize"), ``crop_margin``, ``crop_trigger_size``,
+    ``resize_limit`` and ``max_memory``."""
     if settings:
         # Checked before the file is read, like the backend.
         Inpainter(torch.nn.Identity(), backend, **settings)
-    from .backends import select_backend
+    from .backends import apply_cuda_graphs, check_cuda_graphs, select_backend
     from .checkpoint import load_generator
 
     device = torch.device(device)
+    check_cuda_graphs(cuda_graphs, device)
     # Resolve the backend before reading a 200 MB file, so a bad request fails at once.
     chosen, reasons = select_backend(backend, device, dtype)
     weights_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
@@ -48,4 +51,5 @@ def load(
 
     module, chosen, reasons = prepare_with_fallback(chosen, reasons, generator, device, dtype, backend == "auto",
                                                      owned=True)
+    module = apply_cuda_graphs(module, cuda_graphs)
     return Inpainter(module, chosen.name, reasons, **settings)

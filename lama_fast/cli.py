@@ -109,6 +109,13 @@ def cmd_info(args) -> int:
             rows.append(("winograd 3x3 kernels", f"{winograd_isa()} (used by the cpu backend in float32)"))
         else:
             rows.append(("winograd 3x3 kernels", f"not used: {why}"))
+    from ._build import build_info
+    from .ops.spectral import cuda_kernels_status
+
+    why_not_cuda = cuda_kernels_status()
+    rows.append(("CUDA kernels", "built: spectral_transform and fourier_unit for CUDA tensors ("
+                 + build_info()["cuda_extension"].removeprefix("built: ") + ")" if why_not_cuda is None
+                 else f"not available: {why_not_cuda}"))
     rows.append(("triton kernels", _triton_status() or "importable"))
     _print_table(("component", "status"), rows)
     print()

@@ -180,7 +180,7 @@ def test_bad_batches_are_named(tiny_inpainter, images, masks, exc, message):
 
 def test_available_backends_gives_a_reason_for_each_unusable_one():
     assert available_backends()["reference"] is None
-    assert set(available_backends()) == {"triton", "cpu", "reference"}
+    assert list(available_backends()) == ["triton", "cuda", "cpu", "reference"]
     reason = available_backends("cpu", torch.bfloat16)["reference"]
     assert reason.startswith("the reference model runs in float32 or float64 only")
 
@@ -209,7 +209,7 @@ def test_optimize_follows_the_generators_dtype_and_accepts_another():
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        ({"backend": "turbo"}, "unknown backend 'turbo'; known backends: auto, triton, cpu, reference"),
+        ({"backend": "turbo"}, "unknown backend 'turbo'; known backends: auto, triton, cuda, cpu, reference"),
         ({"backend": "reference", "dtype": torch.bfloat16},
          "backend 'reference' cannot run on cpu in torch.bfloat16: the reference model runs in float32 or float64 only"),
         # The triton backend's reason depends on the machine (no triton, no GPU, or the interpreter).
@@ -229,6 +229,48 @@ def test_backend_errors_list_the_reasons(kwargs, message):
 def test_optimize_rejects_non_modules():
     with pytest.raises(TypeError, match="optimize\\(\\) takes a torch.nn.Module, got dict"):
         optimize({})
+
+
+def test_the_cuda_backend_says_why_it_cannot_run_on_the_cpu():
+    reason = available_backends("cpu", torch.float32)["cuda"]
+    assert reason.startswith("the cuda backend runs on CUDA devices, not on cpu")
+    assert "float32, bfloat16 or float16; got torch.float64" in available_backends("cpu", torch.float64)["cuda"]
+    with pytest.raises(ValueError, match="backend 'cuda' cannot run on cpu in torch.float32: the cuda backend runs "
+                                         "on CUDA devices, not on cpu"):
+        optimize(random_generator(TINY_CONFIG), backend="cuda")
+
+
+@pytest.mark.parametrize("call", ["optimize", "load"])
+def test_cuda_graphs_need_a_cuda_device(call, tmp_path):
+    with pytest.raises(ValueError, match=r"^cuda_graphs=True needs a CUDA device, got cpu$"):
+        if call == "optimize":
+            optimize(random_generator(TINY_CONFIG), backend="reference", cuda_graphs=True)
+        else:  # refused before the (missing) file is read
+            lama_fast.load(tmp_path / "missing.ckpt", backend="reference", cuda_graphs=True)
+    with pytest.raises(TypeError, match=r"^cuda_graphs must be None, True or False, got 'yes'$"):
+        optimize(random_generator(TINY_CONFIG), backend="reference", cuda_graphs="yes")
+
+
+def test_cuda_graphs_false_leaves_a_cpu_module_as_it_is():
+    generator = random_generator(TINY_CONFIG, seed=1)
+    fast = optimize(generator, backend="reference", cuda_graphs=False)
+    assert type(fast) is type(generator)
+    x = torch.rand(1, 4, 16, 24)
+    with torch.no_grad():
+        assert torch.equal(fast(x), generator(x))
+
+
+def test_the_cuda_graph_wrapper_runs_cpu_inputs_eagerly():
+    from lama_fast.gpu.graphs import CudaGraphed
+
+    generator = random_generator(TINY_CONFIG, seed=1).eval()
+    wrapped = CudaGraphed(generator)
+    x = torch.rand(1, 4, 16, 24)
+    with torch.no_grad():
+        assert torch.equal(wrapped(x), generator(x))
+    assert len(wrapped.graphs) == 0 and wrapped.graph_error is None
+    # The wrapped generator's parameters stay visible (Inpainter reads the device and dtype from them).
+    assert next(wrapped.parameters()) is next(generator.parameters())
 
 
 def test_load_checks_the_backend_before_reading_the_file(tmp_path):

@@ -38,6 +38,8 @@
 #include <c10/util/BFloat16.h>
 #include <torch/library.h>
 
+#include "spectral_args.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -971,89 +973,34 @@ at::Tensor final_conv(const at::Tensor& t, const at::Tensor& w2, const std::opti
 // Arguments
 // --------------------------------------------------------------------------
 
-enum class Norm { Ortho, Forward, Backward };
-
-std::string dtype_name(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat:
-      return "torch.float32";
-    case at::kDouble:
-      return "torch.float64";
-    case at::kBFloat16:
-      return "torch.bfloat16";
-    case at::kHalf:
-      return "torch.float16";
-    default:
-      return std::string("torch.") + c10::toString(t);
-  }
-}
-
-std::string shape_str(c10::IntArrayRef sizes) {
-  std::ostringstream out;
-  out << sizes;
-  return out.str();
-}
-
-Norm parse_norm(const char* op, c10::string_view norm) {
-  if (norm == "ortho") return Norm::Ortho;
-  if (norm == "forward") return Norm::Forward;
-  if (norm == "backward") return Norm::Backward;
-  TORCH_CHECK(false, op, ": fft_norm must be \"ortho\", \"forward\" or \"backward\", got \"", std::string(norm), "\"");
-}
-
-// (forward scale, inverse scale) of an unnormalised 2-D transform of H * W points.
-std::pair<double, double> norm_scales(Norm norm, int64_t H, int64_t W) {
-  const double points = static_cast<double>(H) * static_cast<double>(W);
-  switch (norm) {
-    case Norm::Ortho:
-      return {1.0 / std::sqrt(points), 1.0 / std::sqrt(points)};
-    case Norm::Forward:
-      return {1.0 / points, 1.0};
-    case Norm::Backward:
-    default:
-      return {1.0, 1.0 / points};
-  }
-}
-
-void check_common(const char* op, const char* name, const at::Tensor& t, at::ScalarType dtype) {
-  TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor, got one on ", t.device());
-  TORCH_CHECK(t.layout() == at::kStrided, op, ": ", name, " must be a dense (strided) tensor, got layout ",
-              t.layout());
-  TORCH_CHECK(t.scalar_type() == dtype, op, ": ", name, " must have the dtype of x (", dtype_name(dtype), "), got ",
-              dtype_name(t.scalar_type()));
-}
-
-void check_shape(const char* op, const char* name, const at::Tensor& t, c10::IntArrayRef expected,
-                 const std::string& meaning) {
-  TORCH_CHECK(t.sizes() == expected, op, ": ", name, " must have shape ", shape_str(expected), " (", meaning,
-              "), got ", shape_str(t.sizes()));
-}
+using args::dtype_name;
+using args::Norm;
+using args::norm_scales;
+using args::parse_norm;
 
 void check_x(const char* op, const at::Tensor& x) {
-  TORCH_CHECK(x.device().is_cpu(), op, ": x must be a CPU tensor, got one on ", x.device());
-  TORCH_CHECK(x.layout() == at::kStrided, op, ": x must be a dense (strided) tensor, got layout ", x.layout());
-  TORCH_CHECK(x.dim() == 4, op, ": x must be a 4-D (N, C, H, W) tensor, got shape ", shape_str(x.sizes()));
-  const auto dtype = x.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16, op,
-              ": x must have dtype torch.float32, torch.float64 or torch.bfloat16, got ", dtype_name(dtype));
-  TORCH_CHECK(x.size(1) >= 1 && x.size(2) >= 1 && x.size(3) >= 1, op,
-              ": x must have at least one channel, row and column, got shape ", shape_str(x.sizes()));
+  args::check_x(op, x, c10::DeviceType::CPU, {at::kFloat, at::kDouble, at::kBFloat16},
+                "torch.float32, torch.float64 or torch.bfloat16");
 }
 
 // --------------------------------------------------------------------------
 // The pipeline
 // --------------------------------------------------------------------------
 
-struct Problem {
-  at::Tensor x;        // channels-last
-  at::Tensor w1, b1;   // undefined for the Fourier unit alone
-  at::Tensor w_freq, b_freq;
-  at::Tensor w2;
-  std::optional<at::Tensor> bias, other;
-  bool relu = false;
-  Norm norm = Norm::Ortho;
+// The checked arguments (x channels-last once run() has laid it out) and their sizes.
+struct Problem : args::SpectralArgs {
   bool fourier_only = false;
   int64_t N = 0, Cin = 0, C = 0, Cout = 0, H = 0, W = 0;
+
+  Problem(args::SpectralArgs a, bool fourier)
+      : args::SpectralArgs(std::move(a)),
+        fourier_only(fourier),
+        N(d.N),
+        Cin(d.Cin),
+        C(d.C),
+        Cout(d.Cout),
+        H(d.H),
+        W(d.W) {}
 };
 
 // w_freq and b_freq with rows and columns in the split channel order (the C
@@ -1284,45 +1231,7 @@ at::Tensor spectral_transform_cpu(const at::Tensor& x, const at::Tensor& w1, con
                                   bool relu, c10::string_view fft_norm) {
   const char* op = "spectral_transform";
   check_x(op, x);
-  const auto dtype = x.scalar_type();
-  Problem pb;
-  pb.N = x.size(0);
-  pb.Cin = x.size(1);
-  pb.H = x.size(2);
-  pb.W = x.size(3);
-  check_common(op, "w1", w1, dtype);
-  TORCH_CHECK(w1.dim() == 2 && w1.size(1) == pb.Cin && w1.size(0) >= 1, op, ": w1 must have shape [Ch, ", pb.Cin,
-              "] (Ch, Cin where Cin = ", pb.Cin, " channels of x), got ", shape_str(w1.sizes()));
-  pb.C = w1.size(0);
-  const int64_t C = pb.C;
-  check_common(op, "b1", b1, dtype);
-  check_shape(op, "b1", b1, {C}, "Ch where Ch = " + std::to_string(C) + " from w1");
-  check_common(op, "w_freq", w_freq, dtype);
-  check_shape(op, "w_freq", w_freq, {2 * C, 2 * C}, "2*Ch, 2*Ch where Ch = " + std::to_string(C) + " from w1");
-  check_common(op, "b_freq", b_freq, dtype);
-  check_shape(op, "b_freq", b_freq, {2 * C}, "2*Ch where Ch = " + std::to_string(C) + " from w1");
-  check_common(op, "w2", w2, dtype);
-  TORCH_CHECK(w2.dim() == 2 && w2.size(1) == C && w2.size(0) >= 1, op, ": w2 must have shape [Cout, ", C,
-              "] (Cout, Ch where Ch = ", C, " from w1), got ", shape_str(w2.sizes()));
-  pb.Cout = w2.size(0);
-  if (bias.has_value()) {
-    check_common(op, "bias", *bias, dtype);
-    check_shape(op, "bias", *bias, {pb.Cout}, "Cout where Cout = " + std::to_string(pb.Cout) + " from w2");
-  }
-  if (other.has_value()) {
-    check_common(op, "other", *other, dtype);
-    check_shape(op, "other", *other, {pb.N, pb.Cout, pb.H, pb.W}, "N, Cout, H, W of the output");
-  }
-  pb.norm = parse_norm(op, fft_norm);
-  pb.x = x;
-  pb.w1 = w1.contiguous();
-  pb.b1 = b1.contiguous();
-  pb.w_freq = w_freq.contiguous();
-  pb.b_freq = b_freq.contiguous();
-  pb.w2 = w2.contiguous();
-  if (bias.has_value()) pb.bias = bias->contiguous();
-  pb.other = other;
-  pb.relu = relu;
+  Problem pb(args::spectral_transform_args(op, x, w1, b1, w_freq, b_freq, w2, bias, other, relu, fft_norm), false);
   return run(pb);
 }
 
@@ -1330,22 +1239,7 @@ at::Tensor fourier_unit_cpu(const at::Tensor& x, const at::Tensor& w_freq, const
                             c10::string_view fft_norm) {
   const char* op = "fourier_unit";
   check_x(op, x);
-  const auto dtype = x.scalar_type();
-  Problem pb;
-  pb.N = x.size(0);
-  pb.Cin = pb.C = pb.Cout = x.size(1);
-  pb.H = x.size(2);
-  pb.W = x.size(3);
-  const int64_t C = pb.C;
-  check_common(op, "w_freq", w_freq, dtype);
-  check_shape(op, "w_freq", w_freq, {2 * C, 2 * C}, "2*C, 2*C where C = " + std::to_string(C) + " channels of x");
-  check_common(op, "b_freq", b_freq, dtype);
-  check_shape(op, "b_freq", b_freq, {2 * C}, "2*C where C = " + std::to_string(C) + " channels of x");
-  pb.norm = parse_norm(op, fft_norm);
-  pb.x = x;
-  pb.w_freq = w_freq.contiguous();
-  pb.b_freq = b_freq.contiguous();
-  pb.fourier_only = true;
+  Problem pb(args::fourier_unit_args(op, x, w_freq, b_freq, fft_norm), true);
   return run(pb);
 }
 

@@ -15,9 +15,10 @@ from typing import List
 
 import torch
 
-__all__ = ["triton_reasons", "build_triton_generator"]
+__all__ = ["triton_reasons", "build_triton_generator", "cuda_reasons", "build_cuda_generator"]
 
 TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def interpreting() -> bool:
@@ -53,3 +54,27 @@ def build_triton_generator(generator: torch.nn.Module, device: torch.device, dty
     from .generator import build_gpu_generator
 
     return build_gpu_generator(generator, device, dtype)
+
+
+def cuda_reasons(device: torch.device, dtype: torch.dtype) -> List[str]:
+    """Why the cuda backend (the extension's CUDA kernels) cannot run on ``device`` in ``dtype``."""
+    reasons = []
+    if dtype not in CUDA_DTYPES:
+        reasons.append(f"the cuda backend runs in float32, bfloat16 or float16; got {dtype}")
+    if device.type != "cuda":
+        reasons.append(f"the cuda backend runs on CUDA devices, not on {device.type}")
+    elif not torch.cuda.is_available():
+        reasons.append("CUDA was requested but torch.cuda.is_available() is False")
+    from lama_fast.ops.spectral import cuda_kernels_status
+
+    why = cuda_kernels_status()
+    if why is not None:
+        reasons.append(why)
+    return reasons
+
+
+def build_cuda_generator(generator: torch.nn.Module, device: torch.device, dtype: torch.dtype):
+    """The cuda-backend module: the triton backend's generator with the extension's spectral op."""
+    from .generator import build_gpu_generator
+
+    return build_gpu_generator(generator, device, dtype, spectral="cuda")

@@ -18,6 +18,7 @@ from torch import nn
 from ..fast.convert import _Pad, conv_followers, convert_ffc_layer, plain_stage
 from ..fast.fold import UnsupportedModelError, fold_batchnorm
 from ..fast.layers import FastFFC, FusedSpectral, PackedConv, activate
+from .graphs import GraphCache
 
 CHANNELS_LAST = torch.channels_last
 Branches = Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]
@@ -83,10 +84,17 @@ class GpuConvTranspose:
         return _activate(out, self.activation)
 
 
-class GpuSpectral:
-    """The spectral transform as the Triton op, with weights folded by ``fuse_spectral``."""
+SPECTRAL_IMPLEMENTATIONS = ("triton", "cuda")
 
-    def __init__(self, fused: FusedSpectral, device, dtype) -> None:
+
+class GpuSpectral:
+    """The spectral transform as one op, with weights folded by ``fuse_spectral``: the Triton op
+    (``implementation="triton"``) or the CUDA extension's ``lama_fast::spectral_transform``."""
+
+    def __init__(self, fused: FusedSpectral, device, dtype, implementation: str = "triton") -> None:
+        if implementation not in SPECTRAL_IMPLEMENTATIONS:
+            raise ValueError(f"implementation must be one of {SPECTRAL_IMPLEMENTATIONS}, got {implementation!r}")
+        self.implementation = implementation
         def place(t: torch.Tensor) -> torch.Tensor:
             return t.detach().to(device=device, dtype=dtype).contiguous()
 
@@ -104,6 +112,9 @@ class GpuSpectral:
         x = x.to(self.dtype)
         if self.downsample:
             x = F.avg_pool2d(x, kernel_size=2, stride=2)
+        if self.implementation == "cuda":
+            return torch.ops.lama_fast.spectral_transform(x, self.w1, self.b1, self.w_freq, self.b_freq, self.w2, bias,
+                                                          other, relu, self.fft_norm)
         return torch.ops.lama_fast.triton_spectral_transform(
             x, self.w1, self.b1, self.w_freq, self.b_freq, self.w2, bias, other, relu, self.fft_norm, self.route,
             self.fp32_dot)
@@ -123,7 +134,7 @@ class GpuFFC:
     added in place, the global half goes to the spectral op as its ``other`` term.
     """
 
-    def __init__(self, ffc: FastFFC, device, dtype) -> None:
+    def __init__(self, ffc: FastFFC, device, dtype, spectral: str = "triton") -> None:
         def conv(c: Optional[PackedConv]) -> Optional[GpuConv]:
             return None if c is None else GpuConv.from_packed(c, device, dtype)
 
@@ -137,7 +148,7 @@ class GpuFFC:
             self.local_pair = GpuConv(torch.cat((ffc.l2l.weight, ffc.l2g.weight)), torch.cat((bias_l, bias_g)),
                                       device, dtype, ffc.l2l.stride, ffc.l2l.conv_padding, ffc.l2l.dilation,
                                       ffc.l2l.explicit_padding, ffc.l2l.padding_mode)
-        self.spectral = None if ffc.spectral is None else GpuSpectral(ffc.spectral, device, dtype)
+        self.spectral = None if ffc.spectral is None else GpuSpectral(ffc.spectral, device, dtype, spectral)
         self.bias_g = None if ffc.bias_g is None else ffc.bias_g.detach().to(device=device, dtype=dtype)
         self.act_l, self.act_g, self.split = ffc.act_l, ffc.act_g, ffc.split
 
@@ -204,13 +215,14 @@ class GpuGenerator(nn.Module):
         self.config = config
         # Inpainter reads the device and dtype of its generator's inputs from here.
         self.register_buffer("_io_marker", torch.zeros((), dtype=self.io_dtype, device=device), persistent=False)
-        # On CUDA, each input shape is captured once as a CUDA graph and replayed: at 1/8 resolution
-        # the ~400 launches of a big-lama forward cost more CPU time than the GPU needs for them.
+        # On CUDA, each input shape is captured once as a CUDA graph and replayed (lama_fast.gpu.graphs).
         self.use_cuda_graphs = device.type == "cuda"
-        # Each graph keeps its own memory pool: only the most recently used shapes keep theirs.
-        self.max_graphs = 4
-        self.graph_error: Optional[str] = None
-        self._graphs: Dict[Tuple, Tuple[Any, torch.Tensor, torch.Tensor]] = {}
+        self.graphs = GraphCache(max_graphs=4)
+
+    @property
+    def graph_error(self) -> Optional[str]:
+        """Why capturing a CUDA graph failed (the forward then runs without graphs), or None."""
+        return self.graphs.error
 
     def extra_repr(self) -> str:
         return f"device={self._io_marker.device}, compute_dtype={self.compute_dtype}, stages={len(self.stages)}"
@@ -227,18 +239,16 @@ class GpuGenerator(nn.Module):
         """How the spectral ops' float32 dots run: "ieee" (exact float32) or "tf32x3" (3xTF32 on tensor cores)."""
         for op in self.spectral_ops():
             op.fp32_dot = fp32_dot
-        self._graphs.clear()
+        self.graphs.clear()
 
     def set_route(self, route: str) -> None:
         """Force the Fourier units' route: "auto" (by map size), "fft" (cuFFT) or "dft" (DFT matrices)."""
         for op in self.spectral_ops():
             op.route = route
-        self._graphs.clear()
+        self.graphs.clear()
 
     def precision(self, height: int, width: int) -> Dict[str, Any]:
         """What runs in which precision for an input of ``height`` x ``width``."""
-        from lama_fast.kernels.spectral import precision_of
-
         downsampling = (self.config or {}).get("n_downsampling", 3)
         factor = 2 ** downsampling
         tf32 = torch.backends.cudnn.allow_tf32
@@ -247,12 +257,18 @@ class GpuGenerator(nn.Module):
             conv += " (cuDNN, TF32 " + ("allowed: torch.backends.cudnn.allow_tf32" if tf32 else "off") + ")"
         route = self.spectral_ops()[0].route if self.spectral_ops() else "auto"
         fp32_dot = self.spectral_ops()[0].fp32_dot if self.spectral_ops() else "ieee"
-        return {
-            "convolutions": conv,
-            "output_convolution": "float32",
-            "spectral_transform": precision_of(self.compute_dtype, height // factor, width // factor, route, fp32_dot)
-            if self.spectral_ops() else None,
-        }
+        ops = self.spectral_ops()
+        if not ops:
+            spectral = None
+        elif ops[0].implementation == "cuda":
+            from lama_fast.ops.spectral import cuda_precision_of
+
+            spectral = cuda_precision_of(self.compute_dtype)
+        else:
+            from lama_fast.kernels.spectral import precision_of
+
+            spectral = precision_of(self.compute_dtype, height // factor, width // factor, route, fp32_dot)
+        return {"convolutions": conv, "output_convolution": "float32", "spectral_transform": spectral}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.is_tensor(x) or x.dim() != 4:
@@ -276,37 +292,12 @@ class GpuGenerator(nn.Module):
             return out.to(self.io_dtype).contiguous()
 
     def _replay(self, x: torch.Tensor) -> torch.Tensor:
-        key = (tuple(x.shape), x.dtype, x.device, torch.backends.cudnn.allow_tf32)
-        entry = self._graphs.pop(key, None)
-        if entry is None:
-            while len(self._graphs) >= max(1, self.max_graphs):
-                self._graphs.pop(next(iter(self._graphs)))
-            static_in = x.detach().clone()
-            # The first run autotunes the kernels and makes the cuFFT plans outside the capture.
-            side = torch.cuda.Stream(device=x.device)
-            side.wait_stream(torch.cuda.current_stream(x.device))
-            with torch.cuda.stream(side):
-                self._run(static_in)
-            torch.cuda.current_stream(x.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            try:
-                with torch.cuda.graph(graph):
-                    static_out = self._run(static_in)
-            except RuntimeError as error:
-                # Something in the forward cannot be captured here: run without graphs from now on.
-                self.use_cuda_graphs = False
-                self.graph_error = f"{type(error).__name__}: {error}"
-                return self._run(x)
-            entry = (graph, static_in, static_out)
-        self._graphs[key] = entry
-        graph, static_in, static_out = entry
-        static_in.copy_(x)
-        graph.replay()
-        return static_out.clone()
+        return self.graphs.run(self._run, x, (torch.backends.cudnn.allow_tf32,
+                                              torch.backends.cuda.matmul.allow_tf32))
 
     def release_graphs(self) -> None:
         """Drop the captured CUDA graphs and the memory they hold."""
-        self._graphs.clear()
+        self.graphs.clear()
 
 
 def _fold_pad(stages: List[Any]) -> List[Any]:
@@ -325,8 +316,12 @@ def _fold_pad(stages: List[Any]) -> List[Any]:
     return folded
 
 
-def build_gpu_generator(generator: nn.Module, device: torch.device, dtype: torch.dtype) -> GpuGenerator:
-    """Fold and place ``generator`` (reference or original code) for the triton backend."""
+def build_gpu_generator(generator: nn.Module, device: torch.device, dtype: torch.dtype,
+                        spectral: str = "triton") -> GpuGenerator:
+    """Fold and place ``generator`` (reference or original code) for the triton backend
+    (``spectral="triton"``) or the cuda backend (``spectral="cuda"``: the extension's op)."""
+    if spectral not in SPECTRAL_IMPLEMENTATIONS:
+        raise ValueError(f"spectral must be one of {SPECTRAL_IMPLEMENTATIONS}, got {spectral!r}")
     if any(t.device.type != "cpu" for t in list(generator.parameters()) + list(generator.buffers())):
         # The folds combine the layers' tensors with CPU ones (a missing norm's unit scale).
         generator = copy.deepcopy(generator).cpu()
@@ -340,13 +335,15 @@ def build_gpu_generator(generator: nn.Module, device: torch.device, dtype: torch
     while i < len(layers):
         layer, where = layers[i], f"model.{i}"
         if hasattr(layer, "ffc"):
-            stages.append(GpuFFC(convert_ffc_layer(layer, torch.float64, where, "direct"), device, dtype))
+            stages.append(GpuFFC(convert_ffc_layer(layer, torch.float64, where, "direct"), device, dtype, spectral))
         elif hasattr(layer, "conv1") and hasattr(layer, "conv2") and hasattr(layer.conv1, "ffc"):
             if getattr(layer, "inline", False):
                 raise UnsupportedModelError(f"{where}: inline residual blocks are not supported")
             stages.append(_ResBlock(
-                GpuFFC(convert_ffc_layer(layer.conv1, torch.float64, where + ".conv1", "direct"), device, dtype),
-                GpuFFC(convert_ffc_layer(layer.conv2, torch.float64, where + ".conv2", "direct"), device, dtype)))
+                GpuFFC(convert_ffc_layer(layer.conv1, torch.float64, where + ".conv1", "direct"), device, dtype,
+                       spectral),
+                GpuFFC(convert_ffc_layer(layer.conv2, torch.float64, where + ".conv2", "direct"), device, dtype,
+                       spectral)))
         elif type(layer).__name__ == "ConcatTupleLayer":
             stages.append(_concat)
         elif isinstance(layer, (nn.ConvTranspose2d, nn.Conv2d)):
@@ -374,8 +371,9 @@ def build_gpu_generator(generator: nn.Module, device: torch.device, dtype: torch
         else:
             stages.extend(plain_stage(layer, where))
         i += 1
-    # The Triton ops register on import.
-    import lama_fast.kernels.spectral  # noqa: F401
+    if spectral == "triton":
+        # The Triton ops register on import.
+        import lama_fast.kernels.spectral  # noqa: F401
 
     first = next((m for m in generator.modules() if isinstance(m, nn.Conv2d)), None)
     return GpuGenerator(_fold_pad(stages), device, dtype, first.in_channels if first is not None else None,

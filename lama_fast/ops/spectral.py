@@ -23,6 +23,33 @@ EXTENSION_ERROR: Optional[str] = load_extension()
 AVAILABLE = EXTENSION_ERROR is None
 
 
+CUDA_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def cuda_kernels_status() -> Optional[str]:
+    """None when ``lama_fast._C`` has the CUDA kernels of the spectral ops, else why not."""
+    if not AVAILABLE:
+        return EXTENSION_ERROR
+    if not torch._C._dispatch_has_kernel_for_dispatch_key("lama_fast::spectral_transform", "CUDA"):
+        from lama_fast._build import build_info
+
+        return f"lama_fast._C has no CUDA kernels (cuda_extension {build_info()['cuda_extension']})"
+    return None
+
+
+def cuda_precision_of(dtype: torch.dtype) -> dict:
+    """What each step of the CUDA extension's spectral transform runs in, for activations of ``dtype``."""
+    name = str(dtype).replace("torch.", "")
+    fft = "float64" if dtype == torch.float64 else "float32"
+    gemm = f"{name} (cuBLAS through ATen" + (", TF32 if torch.backends.cuda.matmul.allow_tf32)"
+                                              if dtype == torch.float32 else ")")
+    return {"conv1": gemm, "fft": f"{fft} cuFFT, unnormalised, plans cached per shape; the norm's scales in the "
+                                  "mixing epilogue, DC/Nyquist columns made Hermitian before the c2r",
+            "frequency_mix": gemm + (f" on the spectrum scaled by 1/sqrt(H*W) and rounded to {name}"
+                                     if dtype in (torch.float16, torch.bfloat16) else ""),
+            "conv2": gemm, "intermediates": fft, "output": name}
+
+
 def _require_extension() -> None:
     if not AVAILABLE:
         raise RuntimeError(f"the compiled op is unavailable: {EXTENSION_ERROR}")
@@ -55,10 +82,17 @@ def fourier_unit(x: torch.Tensor, w_freq: torch.Tensor, b_freq: torch.Tensor, ff
 
 def _check_fake_inputs(op: str, x: torch.Tensor, tensors: dict, fft_norm: str) -> None:
     torch._check(x.dim() == 4, lambda: f"{op}: x must be a 4-D (N, C, H, W) tensor, got shape {list(x.shape)}")
-    torch._check(
-        x.dtype in DTYPES,
-        lambda: f"{op}: x must have dtype torch.float32, torch.float64 or torch.bfloat16, got {x.dtype}",
-    )
+    if x.device.type == "cuda":
+        torch._check(
+            x.dtype in CUDA_DTYPES,
+            lambda: f"{op}: x must have dtype torch.float32, torch.float64, torch.float16 or torch.bfloat16, "
+                    f"got {x.dtype}",
+        )
+    else:
+        torch._check(
+            x.dtype in DTYPES,
+            lambda: f"{op}: x must have dtype torch.float32, torch.float64 or torch.bfloat16, got {x.dtype}",
+        )
     for name, t in tensors.items():
         if t is not None:
             torch._check(
@@ -97,6 +131,14 @@ if AVAILABLE:
             lambda: f"{op}: w2 must be (Cout, Ch) with Ch = {ch}, got {list(w2.shape)}",
         )
         return _new_output(x, cout)
+
+    @torch.library.register_fake("lama_fast::cuda_emulated_spectral_transform")
+    def _emulated_spectral_transform_fake(x, w1, b1, w_freq, b_freq, w2, bias, other, relu, fft_norm):
+        return _new_output(x, w2.shape[0])
+
+    @torch.library.register_fake("lama_fast::cuda_emulated_fourier_unit")
+    def _emulated_fourier_unit_fake(x, w_freq, b_freq, fft_norm):
+        return _new_output(x, x.shape[1])
 
     @torch.library.register_fake("lama_fast::fourier_unit")
     def _fourier_unit_fake(x, w_freq, b_freq, fft_norm):

@@ -1,0 +1,132 @@
+// The CUDA spectral transform's sequence of steps, written once over a
+// "device" policy: csrc/cuda/spectral_cuda.cpp runs it with the CUDA kernels
+// and cuFFT plans, csrc/cpu/cuda_emulation.cpp with the same per-element
+// functions looped on the CPU and ATen's FFT addressed like cuFFT, so the CPU
+// tests exercise every view, scale and buffer choice the GPU makes.
+//
+// With T the activations' type and A the arithmetic type (double for double,
+// float otherwise), on channels-last data viewed as (positions, channels):
+//   g1 = x W1^T                     (ATen GEMM in T: cuBLAS on the GPU)
+//   y  = relu(g1 + b1)              bias_relu, in A (in place when T is A)
+//   S  = rfft2(y), unnormalised     one plan per image, channels last
+//   g  = S Wf^T                     GEMM in T on the interleaved (re, im)
+//                                   channels; for half types S is first
+//                                   scaled by 1/sqrt(HW) and rounded
+//                                   (scale_convert)
+//   Z  = s_i relu(s_f' g + b_freq)  mix_epilogue, edge columns made Hermitian
+//                                   (s_f' = s_f, or s_f sqrt(HW) for half)
+//   u  = irfft2(Z), unnormalised
+//   t  = y + u                      residual, rounded to T
+//   out = t W2^T (+ other)          ATen GEMM (addmm when other is given)
+//   out = relu?(out + bias)         output_epilogue, when needed
+// (s_f, s_i) are fft_norm's forward and inverse scales.
+//
+// A policy provides bias_relu, scale_convert, mix_epilogue, residual,
+// output_epilogue (tensors in, as described in cuda/spectral_cuda.h) and
+// fft_forward / fft_inverse (one image: (H, W, C) reals <-> (H, Wf, C)
+// complex as (re, im) pairs).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <optional>
+
+#include "cuda/spectral_device.h"
+#include "spectral_args.h"
+
+namespace lama_fast {
+namespace pipeline {
+
+using Problem = args::SpectralArgs;  // x: (N, C, H, W), any memory format
+
+inline at::ScalarType arithmetic_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+// (N, C, H, W) channels-last `t` as its (N*H*W, C) matrix (a view).
+inline at::Tensor positions_by_channels(const at::Tensor& t) {
+  return t.permute({0, 2, 3, 1}).reshape({t.size(0) * t.size(2) * t.size(3), t.size(1)});
+}
+
+inline at::Tensor channels_last(const at::Tensor& x) {
+  return x.contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// The (N*H*Wf, 2C) array of arithmetic type that the inverse FFT reads, from
+// y, the (N*H*W, C) FFT input of arithmetic type.
+template <class Device>
+at::Tensor mixed_spectrum(Device& dev, const at::Tensor& y, const at::Tensor& w_freq, const at::Tensor& b_freq,
+                          at::ScalarType dtype, args::Norm norm, const args::Dims& d) {
+  const int64_t N = d.N, C = d.C, H = d.H, W = d.W, Wf = cuda_math::half_width(W);
+  const at::Tensor spectrum = at::empty({N * H * Wf, 2 * C}, y.options());
+  for (int64_t n = 0; n < N; ++n) {
+    dev.fft_forward(y.narrow(0, n * H * W, H * W), spectrum.narrow(0, n * H * Wf, H * Wf), d);
+  }
+  const auto scales = args::norm_scales(norm, H, W);
+  at::Tensor operand = spectrum;
+  double in_scale = scales.first;
+  if (dtype != y.scalar_type()) {
+    // Rounded to the half type at the "ortho" scale whatever the norm, so that an unnormalised
+    // spectrum (sums over H * W points) cannot overflow float16; the epilogue restores the norm's.
+    const double operand_scale = 1.0 / std::sqrt(static_cast<double>(H) * static_cast<double>(W));
+    operand = at::empty({N * H * Wf, 2 * C}, y.options().dtype(dtype));
+    dev.scale_convert(spectrum, operand_scale, operand);
+    in_scale = scales.first / operand_scale;
+  }
+  const at::Tensor g = at::mm(operand, w_freq.t());
+  const at::Tensor z = dtype == y.scalar_type() ? g : at::empty_like(spectrum);
+  const cuda_math::SpectrumShape shape{N, H, W, Wf, C};
+  dev.mix_epilogue(g, b_freq, in_scale, scales.second, shape, z);
+  return z;
+}
+
+// u = irfft2(z), unnormalised: (N*H*W, C) of arithmetic type.
+template <class Device>
+at::Tensor inverse(Device& dev, const at::Tensor& z, const args::Dims& d) {
+  const int64_t H = d.H, W = d.W, Wf = cuda_math::half_width(W);
+  const at::Tensor u = at::empty({d.N * H * W, d.C}, z.options());
+  for (int64_t n = 0; n < d.N; ++n) {
+    dev.fft_inverse(z.narrow(0, n * H * Wf, H * Wf), u.narrow(0, n * H * W, H * W), d);
+  }
+  return u;
+}
+
+template <class Device>
+at::Tensor spectral_transform(Device& dev, const Problem& pb) {
+  const args::Dims& d = pb.d;
+  const at::ScalarType dtype = pb.x.scalar_type();
+  const at::ScalarType acc = arithmetic_type(dtype);
+  const at::Tensor out = at::empty({d.N, d.Cout, d.H, d.W},
+                                   pb.x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  if (d.N == 0) return out;
+  const at::Tensor g1 = at::mm(positions_by_channels(channels_last(pb.x)), pb.w1.t());
+  const at::Tensor y = dtype == acc ? g1 : at::empty(g1.sizes(), g1.options().dtype(acc));
+  dev.bias_relu(g1, pb.b1, y);
+  const at::Tensor z = mixed_spectrum(dev, y, pb.w_freq, pb.b_freq, dtype, pb.norm, d);
+  const at::Tensor u = inverse(dev, z, d);
+  const at::Tensor t = dtype == acc ? u : at::empty(u.sizes(), u.options().dtype(dtype));
+  dev.residual(y, u, t);
+  at::Tensor om = positions_by_channels(out);
+  if (pb.other.has_value()) {
+    at::addmm_out(om, positions_by_channels(channels_last(*pb.other)), t, pb.w2.t());
+  } else {
+    at::mm_out(om, t, pb.w2.t());
+  }
+  if (pb.bias.has_value() || pb.relu) dev.output_epilogue(om, pb.bias, pb.relu);
+  return out;
+}
+
+template <class Device>
+at::Tensor fourier_unit(Device& dev, const Problem& pb) {
+  const args::Dims& d = pb.d;
+  const at::ScalarType dtype = pb.x.scalar_type();
+  const at::ScalarType acc = arithmetic_type(dtype);
+  if (d.N == 0) {
+    return at::empty({d.N, d.C, d.H, d.W}, pb.x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  }
+  const at::Tensor y = positions_by_channels(channels_last(pb.x.to(acc))).contiguous();
+  const at::Tensor u = inverse(dev, mixed_spectrum(dev, y, pb.w_freq, pb.b_freq, dtype, pb.norm, d), d);
+  return u.view({d.N, d.H, d.W, d.C}).permute({0, 3, 1, 2}).to(dtype);
+}
+
+}  // namespace pipeline
+}  // namespace lama_fast

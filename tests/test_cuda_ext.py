@@ -1,0 +1,569 @@
+"""The CUDA extension of the spectral transform (csrc/cuda) on every machine, and on a GPU when there is one.
+
+* On the CPU: the ops ``lama_fast::cuda_emulated_*`` (csrc/cpu/cuda_emulation.cpp) run the CUDA
+  pipeline (csrc/cuda/pipeline.h) with the kernels' own per-element functions
+  (csrc/cuda/spectral_device.h) and ATen's FFT addressed like the cuFFT plans, so the GPU's index
+  arithmetic, scale folding and Hermitian edge columns are checked against float64 references here.
+* Every ``csrc/cuda/*.cu`` compiles with nvcc for sm_80 and sm_90 with torch's half-precision flags,
+  when nvcc and a ``cufft.h`` (``pip install nvidia-cufft``, done by ``make venv`` where nvcc is) exist.
+* With a GPU and a CUDA build of the extension: the CUDA ops, the ``cuda`` backend, its CUDA graphs.
+
+Tolerances are those of tests/test_triton.py: float32 within 1e-5 (scaled error) of float64, half
+precision within twice the error of plain PyTorch in that dtype with its FFT in float32.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import pytest
+import torch
+
+import lama_fast
+from lama_fast.kernels import triton_status
+from lama_fast.ops import spectral as ops_spectral
+from configs import tiny_config
+from test_fast import _golden_batch
+from test_model import _golden_generator, randomise, scaled_error
+from test_triton import _rand, _weights
+
+ROOT = Path(__file__).resolve().parents[1]
+CUDA_SOURCES = sorted((ROOT / "csrc" / "cuda").glob("*.cu"))
+NORMS = ("ortho", "forward", "backward")
+FLOAT32_TOL = 1e-5
+FLOAT64_TOL = 1e-12
+TOLERANCE = {torch.float64: FLOAT64_TOL, torch.float32: FLOAT32_TOL}
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+# Half precision: error <= 2 * plain PyTorch's + FLOOR / 10, and PyTorch's own error below 10 * FLOOR.
+HALF_FLOOR = {torch.float16: 1e-3, torch.bfloat16: 8e-3}
+# (N, Cin, Ch, Cout, H, W): odd and even sides, 1-point and 2-point axes, Cout != Cin.
+SHAPES = [(1, 12, 6, 12, 12, 20), (2, 24, 12, 24, 7, 9), (2, 7, 6, 5, 8, 8), (1, 12, 6, 12, 1, 1),
+          (2, 12, 12, 9, 2, 7)]
+# (bias, other, relu, channels_last input)
+VARIANTS = [(False, False, False, False), (True, True, True, True), (True, False, False, True),
+            (False, True, True, False)]
+
+EXTENSION_ERROR = ops_spectral.EXTENSION_ERROR
+NEEDS_EXTENSION = pytest.mark.skipif(EXTENSION_ERROR is not None,
+                                     reason=f"lama_fast._C is not available: {EXTENSION_ERROR}")
+NEEDS_REFERENCE = pytest.mark.skipif(triton_status() is not None,
+                                     reason=f"the float64 references live in lama_fast.kernels.spectral, which "
+                                            f"needs triton: {triton_status()}")
+
+
+def _cuda_kernels_reason() -> Optional[str]:
+    if not torch.cuda.is_available():
+        return "torch sees no CUDA GPU"
+    status = getattr(ops_spectral, "cuda_kernels_status", None)
+    if status is None:
+        return "lama_fast.ops.spectral has no cuda_kernels_status()"
+    return status()
+
+
+CUDA_REASON = _cuda_kernels_reason()
+NEEDS_GPU = pytest.mark.skipif(CUDA_REASON is not None,
+                               reason=f"needs a CUDA GPU and the CUDA kernels of lama_fast._C ({CUDA_REASON})")
+
+
+def _ks():
+    from lama_fast.kernels import spectral as ks
+
+    return ks
+
+
+def _st_args(p, x, dtype, bias=None, other=None, channels_last=True, device="cpu"):
+    """The op's tensor arguments from float64 weights and inputs, in ``dtype`` on ``device``."""
+    def on(t):
+        return None if t is None else t.to(device=device, dtype=dtype)
+
+    xin = on(x)
+    if channels_last:
+        xin = xin.contiguous(memory_format=torch.channels_last)
+    return (xin, on(p["w1"]), on(p["b1"]), on(p["w_freq"]), on(p["b_freq"]), on(p["w2"]), on(bias), on(other))
+
+
+def _case(shape, seed, variant=(True, True, True, True)):
+    """Float64 weights, input, bias and other for a SHAPES entry."""
+    n, cin, ch, cout, h, w = shape
+    use_bias, use_other, relu, channels_last = variant
+    p = _weights(ch, seed=seed, cin=cin, cout=cout)
+    x = _rand(n, cin, h, w, seed=seed + 1)
+    bias = _rand(cout, seed=seed + 2) if use_bias else None
+    other = _rand(n, cout, h, w, seed=seed + 3) if use_other else None
+    return p, x, bias, other, relu, channels_last
+
+
+def _check_output(out, shape, dtype):
+    assert out.shape == torch.Size(shape)
+    assert out.dtype == dtype
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.isfinite(out).all()
+
+
+def _half_bound(dtype, x, p, bias, other, relu, norm, truth):
+    """(2 * plain PyTorch's error + FLOOR / 10, plain PyTorch's error): ``dtype`` math, float32 FFT, on the CPU."""
+    half = {k: v.to(dtype) for k, v in p.items()}
+    torch_out = _ks().spectral_transform_reference(
+        x.to(dtype), *half.values(), None if bias is None else bias.to(dtype),
+        None if other is None else other.to(dtype), relu, norm, fft_dtype=torch.float32)
+    torch_error = scaled_error(torch_out, truth)
+    return 2 * torch_error + HALF_FLOOR[dtype] * 0.1, torch_error
+
+
+# --- the CUDA pipeline emulated on the CPU ------------------------------------------------------
+
+@NEEDS_EXTENSION
+@NEEDS_REFERENCE
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_emulated_spectral_transform(dtype, shape, norm):
+    ks = _ks()
+    n, _, _, cout, h, w = shape
+    for i, variant in enumerate(VARIANTS):
+        p, x, bias, other, relu, channels_last = _case(shape, seed=10 * i + h * w, variant=variant)
+        got = torch.ops.lama_fast.cuda_emulated_spectral_transform(
+            *_st_args(p, x, dtype, bias, other, channels_last), relu, norm)
+        want = ks.spectral_transform_reference(x, *p.values(), bias, other, relu, norm)
+        _check_output(got, (n, cout, h, w), dtype)
+        assert want.abs().max() > 0.5, variant
+        assert scaled_error(got, want) <= TOLERANCE[dtype], variant
+
+
+@NEEDS_EXTENSION
+@NEEDS_REFERENCE
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
+def test_emulated_spectral_transform_half_precision(dtype, shape, norm):
+    ks = _ks()
+    n, _, _, cout, h, w = shape
+    p, x, bias, other, relu, _ = _case(shape, seed=7 + h + w)
+    got = torch.ops.lama_fast.cuda_emulated_spectral_transform(*_st_args(p, x, dtype, bias, other), relu, norm)
+    truth = ks.spectral_transform_reference(x, *p.values(), bias, other, relu, norm)
+    bound, torch_error = _half_bound(dtype, x, p, bias, other, relu, norm, truth)
+    _check_output(got, (n, cout, h, w), dtype)
+    assert torch_error < HALF_FLOOR[dtype] * 10
+    assert scaled_error(got, truth) <= bound
+
+
+@NEEDS_EXTENSION
+@NEEDS_REFERENCE
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_emulated_fourier_unit(shape, norm):
+    ks = _ks()
+    n, _, ch, _, h, w = shape
+    p = _weights(ch, seed=h + 3 * w)
+    y = torch.relu(_rand(n, ch, h, w, seed=h * w + 1))
+    want = ks.fourier_unit_reference(y, p["w_freq"], p["b_freq"], norm)
+    assert want.abs().max() > 0.1
+    for dtype in (torch.float64, torch.float32):
+        for yin in (y.to(dtype), y.to(dtype).contiguous(memory_format=torch.channels_last)):
+            got = torch.ops.lama_fast.cuda_emulated_fourier_unit(yin, p["w_freq"].to(dtype), p["b_freq"].to(dtype),
+                                                                 norm)
+            _check_output(got, y.shape, dtype)
+            assert scaled_error(got, want) <= TOLERANCE[dtype], (dtype, yin.is_contiguous())
+
+
+@NEEDS_EXTENSION
+@NEEDS_REFERENCE
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
+@pytest.mark.parametrize("norm", NORMS)
+def test_emulated_fourier_unit_half_precision(norm, dtype):
+    """Half precision against float64, bounded by twice PyTorch's error with everything but the
+    input and output in float32 (a stricter baseline than the op's half-precision mixing GEMM,
+    hence the larger floor)."""
+    ks = _ks()
+    p = _weights(12, seed=31)
+    y = torch.relu(_rand(2, 12, 7, 10, seed=32)).to(dtype)
+    w_freq, b_freq = p["w_freq"].to(dtype), p["b_freq"].to(dtype)
+    truth = ks.fourier_unit_reference(y.double(), w_freq.double(), b_freq.double(), norm)
+    torch_out = ks.fourier_unit_reference(y.float(), w_freq.float(), b_freq.float(), norm).to(dtype)
+    got = torch.ops.lama_fast.cuda_emulated_fourier_unit(y, w_freq, b_freq, norm)
+    _check_output(got, y.shape, dtype)
+    assert scaled_error(got, truth) <= 2 * scaled_error(torch_out, truth) + HALF_FLOOR[dtype]
+
+
+@NEEDS_EXTENSION
+def test_emulated_ops_take_an_empty_batch():
+    p, x, bias, other, relu, _ = _case((1, 12, 6, 5, 3, 4), seed=3)
+    out = torch.ops.lama_fast.cuda_emulated_spectral_transform(
+        *_st_args(p, x[:0], torch.float32, bias, other[:0]), relu, "ortho")
+    _check_output(out, (0, 5, 3, 4), torch.float32)
+    fu = torch.ops.lama_fast.cuda_emulated_fourier_unit(torch.zeros(0, 6, 3, 4), p["w_freq"].float(),
+                                                        p["b_freq"].float(), "ortho")
+    _check_output(fu, (0, 6, 3, 4), torch.float32)
+
+
+# --- the spectrum the inverse FFT reads: Hermitian DC and Nyquist columns ----------------------
+
+def _mixed_spectrum_formula(y, w_freq, b_freq, norm):
+    """s_i * relu(w_freq (s_f * rfft2(y)) + b_freq) over interleaved channels, in float64, as (N, H, Wf, C)."""
+    n, c, h, w = y.shape
+    s_f, s_i = {"ortho": ((h * w) ** -0.5, (h * w) ** -0.5), "forward": (1 / (h * w), 1.0),
+                "backward": (1.0, 1 / (h * w))}[norm]
+    spectrum = torch.fft.rfft2(y.double(), norm="backward") * s_f
+    interleaved = torch.view_as_real(spectrum).permute(0, 1, 4, 2, 3).reshape(n, 2 * c, h, -1)
+    mixed = torch.relu(torch.einsum("oi,nihw->nohw", w_freq.double(), interleaved)
+                       + b_freq.double().view(1, -1, 1, 1)) * s_i
+    mixed = mixed.view(n, c, 2, h, -1)
+    return torch.complex(mixed[:, :, 0], mixed[:, :, 1]).permute(0, 2, 3, 1)
+
+
+def _mirror_rows(z):
+    """z[:, (H - h) % H] for every row h of an (N, H, Wf, C) array."""
+    return torch.roll(torch.flip(z, dims=(1,)), shifts=1, dims=1)
+
+
+@NEEDS_EXTENSION
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("hw", [(8, 10), (7, 9), (8, 9), (7, 10), (1, 6), (2, 2), (1, 1), (6, 1)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_mixed_spectrum_has_hermitian_edge_columns(hw, norm):
+    h, w = hw
+    wf = w // 2 + 1
+    edges = [0] + ([w // 2] if w % 2 == 0 else [])
+    inner = [k for k in range(wf) if k not in edges]
+    p = _weights(6, seed=h * w + 5)
+    y = torch.relu(_rand(2, 6, h, w, seed=h + w))
+    want = _mixed_spectrum_formula(y, p["w_freq"], p["b_freq"], norm)
+    hermitian = (want + _mirror_rows(want).conj()) / 2
+    # The ReLU makes the formula's edge columns non-Hermitian wherever there are rows to mirror.
+    if h > 2:
+        assert (want[:, :, edges] - hermitian[:, :, edges]).abs().max() > 1e-3
+    for dtype, complex_dtype in ((torch.float64, torch.complex128), (torch.float32, torch.complex64),
+                                 (torch.bfloat16, torch.complex64)):
+        z = torch.ops.lama_fast.cuda_emulated_mixed_spectrum(y.to(dtype), p["w_freq"].to(dtype),
+                                                             p["b_freq"].to(dtype), norm)
+        assert z.dtype == complex_dtype and z.shape == (2, h, wf, 6)
+        edge, mirrored = z[:, :, edges], _mirror_rows(z)[:, :, edges]
+        # Bitwise: X[h] == conj(X[(H - h) % H]), so the DC row (and row H/2) is real.
+        assert torch.equal(edge.real, mirrored.real) and torch.equal(edge.imag, -mirrored.imag), dtype
+        if dtype == torch.bfloat16:
+            continue
+        tol = TOLERANCE[dtype]
+        scale = want.abs().max().item()
+        assert scale > 0.1
+        if inner:
+            assert (z[:, :, inner].to(torch.complex128) - want[:, :, inner]).abs().max().item() <= tol * scale
+        assert (edge.to(torch.complex128) - hermitian[:, :, edges]).abs().max().item() <= tol * scale
+
+
+# --- bad input: the messages of csrc/spectral_args.h -------------------------------------------
+
+def _error_cases() -> List[Tuple[str, object, str]]:
+    st, fu, ms = ("cuda_emulated_spectral_transform", "cuda_emulated_fourier_unit", "cuda_emulated_mixed_spectrum")
+    p = {k: v.float() for k, v in _weights(6, seed=1).items()}
+    x = _rand(2, 12, 7, 9).float()
+
+    def spectral(**changes):
+        a = dict(x=x, **p, bias=None, other=None, relu=False, fft_norm="ortho")
+        a.update(changes)
+        return lambda: torch.ops.lama_fast.cuda_emulated_spectral_transform(*a.values())
+
+    def unit(op, **changes):
+        a = dict(x=x[:, :6], w_freq=p["w_freq"], b_freq=p["b_freq"], fft_norm="ortho")
+        a.update(changes)
+        return lambda: getattr(torch.ops.lama_fast, op)(*a.values())
+
+    return [
+        ("int32", spectral(x=x.to(torch.int32)),
+         f"{st}: x must have dtype torch.float32, torch.float64, torch.float16 or torch.bfloat16, got torch.int32"),
+        ("2d", spectral(x=torch.zeros(2, 3)), f"{st}: x must be a 4-D (N, C, H, W) tensor, got shape [2, 3]"),
+        ("empty", spectral(x=torch.zeros(1, 12, 0, 3)),
+         f"{st}: x must have at least one channel, row and column, got shape [1, 12, 0, 3]"),
+        ("w1", spectral(w1=p["w1"][:, :5]),
+         f"{st}: w1 must have shape [Ch, 12] (Ch, Cin where Cin = 12 channels of x), got [6, 5]"),
+        ("w_freq", spectral(w_freq=torch.zeros(6, 6)),
+         f"{st}: w_freq must have shape [12, 12] (2*Ch, 2*Ch where Ch = 6 from w1), got [6, 6]"),
+        ("b_freq", spectral(b_freq=torch.zeros(6)),
+         f"{st}: b_freq must have shape [12] (2*Ch where Ch = 6 from w1), got [6]"),
+        ("w2", spectral(w2=p["w2"][:, :5]),
+         f"{st}: w2 must have shape [Cout, 6] (Cout, Ch where Ch = 6 from w1), got [12, 5]"),
+        ("bias", spectral(bias=torch.zeros(5)),
+         f"{st}: bias must have shape [12] (Cout where Cout = 12 from w2), got [5]"),
+        ("other", spectral(other=torch.zeros(2, 12, 7, 8)),
+         f"{st}: other must have shape [2, 12, 7, 9] (N, Cout, H, W of the output), got [2, 12, 7, 8]"),
+        ("b1-dtype", spectral(b1=p["b1"].double()),
+         f"{st}: b1 must have the dtype of x (torch.float32), got torch.float64"),
+        ("other-dtype", spectral(other=torch.zeros(2, 12, 7, 9, dtype=torch.bfloat16)),
+         f"{st}: other must have the dtype of x (torch.float32), got torch.bfloat16"),
+        ("norm", spectral(fft_norm="bogus"),
+         f'{st}: fft_norm must be "ortho", "forward" or "backward", got "bogus"'),
+        ("fu-w_freq", unit(fu, x=x),
+         f"{fu}: w_freq must have shape [24, 24] (2*C, 2*C where C = 12 channels of x), got [12, 12]"),
+        ("fu-norm", unit(fu, fft_norm="unit"), f'{fu}: fft_norm must be "ortho", "forward" or "backward", got "unit"'),
+        ("fu-dtype", unit(fu, w_freq=p["w_freq"].half()),
+         f"{fu}: w_freq must have the dtype of x (torch.float32), got torch.float16"),
+        ("ms-b_freq", unit(ms, b_freq=p["b_freq"][:5]),
+         f"{ms}: b_freq must have shape [12] (2*C where C = 6 channels of x), got [5]"),
+        ("ms-3d", unit(ms, x=x[0]), f"{ms}: x must be a 4-D (N, C, H, W) tensor, got shape [12, 7, 9]"),
+    ]
+
+
+@NEEDS_EXTENSION
+@pytest.mark.parametrize("case", range(len(_error_cases())), ids=[c[0] for c in _error_cases()])
+def test_bad_input_messages(case):
+    _, call, message = _error_cases()[case]
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        call()
+
+
+# --- nvcc compiles every .cu file ---------------------------------------------------------------
+
+ARCHS = ("sm_80", "sm_90")
+# What torch's CUDAExtension adds to every nvcc command line.
+TORCH_NVCC_FLAGS = ["-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
+                    "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__"]
+
+
+def _cufft_include() -> Optional[str]:
+    """A directory with cufft.h: pip's nvidia-cufft (nvidia/*/include on sys.path) or a CUDA toolkit's include."""
+    candidates = [inc for entry in sys.path if entry for inc in sorted(glob.glob(os.path.join(entry, "nvidia", "*",
+                                                                                            "include")))]
+    nvcc = shutil.which("nvcc")
+    roots = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"),
+             os.path.dirname(os.path.dirname(os.path.realpath(nvcc))) if nvcc else None]
+    candidates += [os.path.join(root, "include") for root in roots if root]
+    return next((c for c in candidates if os.path.isfile(os.path.join(c, "cufft.h"))), None)
+
+
+def test_there_are_cuda_sources():
+    assert [p.name for p in CUDA_SOURCES] and all(p.suffix == ".cu" for p in CUDA_SOURCES)
+    assert {"spectral_kernels.cu", "fft_plans.cu"} <= {p.name for p in CUDA_SOURCES}
+
+
+@pytest.fixture(scope="session")
+def nvcc_results(tmp_path_factory) -> Iterator[Dict[Tuple[str, str], "concurrent.futures.Future"]]:
+    """Every (file, arch) compile, started at once in parallel; each test waits for its own."""
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc is not on PATH")
+    include = _cufft_include()
+    if include is None:
+        pytest.skip("no cufft.h found (pip install nvidia-cufft, as make venv does where nvcc is, "
+                    "or set CUDA_HOME to a toolkit that has it)")
+    out_dir = tmp_path_factory.mktemp("nvcc")
+
+    def compile_one(source: Path, arch: str) -> subprocess.CompletedProcess:
+        number = arch.split("_")[1]
+        command = [nvcc, "-std=c++17", "-c", str(source), "-o", str(out_dir / f"{source.stem}-{arch}.o"),
+                   "-I", str(ROOT / "csrc"), "-I", include, "-gencode", f"arch=compute_{number},code={arch}",
+                   *TORCH_NVCC_FLAGS]
+        return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(CUDA_SOURCES) * len(ARCHS),
+                                                                        os.cpu_count() or 1)))
+    futures = {(source.name, arch): pool.submit(compile_one, source, arch)
+               for source in CUDA_SOURCES for arch in ARCHS}
+    pool.shutdown(wait=False)
+    yield futures
+    for future in futures.values():
+        future.cancel()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("source", [p.name for p in CUDA_SOURCES])
+def test_cuda_sources_compile_with_nvcc(nvcc_results, source, arch):
+    result = nvcc_results[(source, arch)].result()
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"nvcc failed on {source} for {arch}:\n{output}"
+    # Warnings about our own code (not the toolkit's headers) count as failures too.
+    ours = [line for line in output.splitlines() if "csrc/" in line and "warning" in line.lower()]
+    assert not ours, "\n".join(ours)
+
+
+# --- on a GPU: the CUDA ops and the cuda backend ------------------------------------------------
+
+@pytest.fixture
+def ieee_float32():
+    """float32 matmuls without TF32 (cuBLAS), restored afterwards."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+@NEEDS_GPU
+@NEEDS_REFERENCE
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_cuda_spectral_transform_float32(ieee_float32, shape, norm):
+    ks = _ks()
+    n, _, _, cout, h, w = shape
+    for i, variant in enumerate(VARIANTS):
+        p, x, bias, other, relu, channels_last = _case(shape, seed=10 * i + h * w, variant=variant)
+        args = _st_args(p, x, torch.float32, bias, other, channels_last, device="cuda")
+        got = torch.ops.lama_fast.spectral_transform(*args, relu, norm)
+        _check_output(got, (n, cout, h, w), torch.float32)
+        assert got.is_cuda
+        want = ks.spectral_transform_reference(x, *p.values(), bias, other, relu, norm)
+        assert scaled_error(got.cpu(), want) <= FLOAT32_TOL, variant
+        # The emulation runs the same pipeline on the CPU: the two agree to float32's rounding.
+        emulated = torch.ops.lama_fast.cuda_emulated_spectral_transform(
+            *_st_args(p, x, torch.float32, bias, other, channels_last), relu, norm)
+        assert scaled_error(got.cpu(), emulated) <= FLOAT32_TOL, variant
+
+
+@NEEDS_GPU
+@NEEDS_REFERENCE
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_cuda_fourier_unit(ieee_float32, dtype, norm):
+    ks = _ks()
+    p = _weights(12, seed=41)
+    for shape in [(1, 12, 12, 20), (2, 12, 7, 9), (1, 12, 1, 1), (2, 12, 8, 2)]:
+        y = torch.relu(_rand(*shape, seed=42))
+        yin = y.to(device="cuda", dtype=dtype)
+        got = torch.ops.lama_fast.fourier_unit(yin, p["w_freq"].to(yin), p["b_freq"].to(yin), norm)
+        _check_output(got, shape, dtype)
+        want = ks.fourier_unit_reference(y, p["w_freq"], p["b_freq"], norm)
+        assert scaled_error(got.cpu(), want) <= TOLERANCE[dtype], shape
+        emulated = torch.ops.lama_fast.cuda_emulated_fourier_unit(y.to(dtype), p["w_freq"].to(dtype),
+                                                                  p["b_freq"].to(dtype), norm)
+        assert scaled_error(got.cpu(), emulated) <= TOLERANCE[dtype], shape
+
+
+@NEEDS_GPU
+@NEEDS_REFERENCE
+@pytest.mark.parametrize("shape", SHAPES[:3], ids=lambda s: "x".join(map(str, s)))
+def test_cuda_spectral_transform_float64(shape):
+    ks = _ks()
+    p, x, bias, other, relu, _ = _case(shape, seed=51)
+    got = torch.ops.lama_fast.spectral_transform(*_st_args(p, x, torch.float64, bias, other, device="cuda"), relu,
+                                                 "backward")
+    want = ks.spectral_transform_reference(x, *p.values(), bias, other, relu, "backward")
+    _check_output(got, want.shape, torch.float64)
+    assert scaled_error(got.cpu(), want) <= FLOAT64_TOL
+    emulated = torch.ops.lama_fast.cuda_emulated_spectral_transform(*_st_args(p, x, torch.float64, bias, other),
+                                                                    relu, "backward")
+    assert scaled_error(got.cpu(), emulated) <= FLOAT64_TOL
+
+
+@NEEDS_GPU
+@NEEDS_REFERENCE
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES[:3] + [(1, 384, 192, 384, 64, 64)], ids=lambda s: "x".join(map(str, s)))
+def test_cuda_spectral_transform_half_precision(dtype, shape):
+    ks = _ks()
+    p, x, bias, other, relu, _ = _case(shape, seed=61)
+    got = torch.ops.lama_fast.spectral_transform(*_st_args(p, x, dtype, bias, other, device="cuda"), relu, "ortho")
+    _check_output(got, (shape[0], shape[3], shape[4], shape[5]), dtype)
+    truth = ks.spectral_transform_reference(x, *p.values(), bias, other, relu, "ortho")
+    bound, torch_error = _half_bound(dtype, x, p, bias, other, relu, "ortho", truth)
+    assert torch_error < HALF_FLOOR[dtype] * 10
+    assert scaled_error(got.cpu(), truth) <= bound
+    # The same pipeline emulated on the CPU: within one rounding of the dtype of each other.
+    emulated = torch.ops.lama_fast.cuda_emulated_spectral_transform(*_st_args(p, x, dtype, bias, other), relu,
+                                                                    "ortho")
+    assert scaled_error(got.cpu(), emulated) <= 2 * bound
+
+
+@NEEDS_GPU
+@NEEDS_REFERENCE
+@pytest.mark.parametrize("side", [64, 128, 256])
+def test_cuda_big_lama_shapes_float32(ieee_float32, side):
+    """big-lama's global branch: 384 channels in and out, Ch = 192. At 128 and 256 cuFFT's c2r reads
+    non-Hermitian edge columns unlike the definition, so these sizes check the op's symmetrisation."""
+    ks = _ks()
+    p = _weights(192, seed=3, cin=384, cout=384)
+    x = _rand(1, 384, side, side, seed=4)
+    other = _rand(1, 384, side, side, seed=5) if side < 256 else None
+    got = torch.ops.lama_fast.spectral_transform(*_st_args(p, x, torch.float32, None, other, device="cuda"),
+                                                 True, "ortho")
+    want = ks.spectral_transform_reference(x, *p.values(), None, other, True, "ortho")
+    _check_output(got, want.shape, torch.float32)
+    assert scaled_error(got.cpu(), want) <= FLOAT32_TOL
+    if side < 256:
+        y = torch.relu(_rand(1, 192, side, side, seed=6))
+        fu = torch.ops.lama_fast.fourier_unit(y.float().cuda(), p["w_freq"].float().cuda(),
+                                              p["b_freq"].float().cuda(), "ortho")
+        assert scaled_error(fu.cpu(), ks.fourier_unit_reference(y, p["w_freq"], p["b_freq"])) <= FLOAT32_TOL
+
+
+@NEEDS_GPU
+def test_cuda_generator_matches_golden(golden_dir, golden_case, ieee_float32):
+    case = golden_case("inpaint_case")
+    fast = lama_fast.optimize(_golden_generator(golden_dir, torch.float32), backend="cuda", device="cuda")
+    assert fast.lama_fast_backend == "cuda"
+    out = fast(_golden_batch(case, torch.float32).cuda())
+    assert out.dtype == torch.float32
+    assert (out.double().cpu() - case["generator_output"]).abs().max().item() <= 2e-6
+
+
+@NEEDS_GPU
+def test_cuda_golden_image_float32_within_one_level(golden_dir, golden_case, ieee_float32):
+    case = golden_case("inpaint_case")
+    inpainter = lama_fast.load(golden_dir / "tiny" / "checkpoint.ckpt", device="cuda", backend="cuda")
+    assert inpainter.backend == "cuda"
+    result = inpainter(case["image"].numpy(), case["mask"].numpy()).astype(int)
+    want = case["inpainted_uint8"].numpy().astype(int)
+    assert np.abs(result - want).max() <= 1
+    assert (result == want).mean() >= 0.999
+
+
+@NEEDS_GPU
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
+def test_cuda_golden_image_half_precision_within_two_levels(golden_dir, golden_case, dtype):
+    case = golden_case("inpaint_case")
+    inpainter = lama_fast.load(golden_dir / "tiny" / "checkpoint.ckpt", device="cuda", backend="cuda", dtype=dtype)
+    assert inpainter.backend == "cuda"
+    assert inpainter.generator.compute_dtype == dtype
+    result = inpainter(case["image"].numpy(), case["mask"].numpy()).astype(int)
+    want = case["inpainted_uint8"].numpy().astype(int)
+    assert (np.abs(result - want) <= 2).mean() >= 0.999
+
+
+@NEEDS_GPU
+def test_cuda_bfloat16_big_lama_on_a_large_photo(tmp_path):
+    """A random-weights big-lama, loaded from a bare state dict, inpaints a 1000x750 photo in bfloat16;
+    the hole is filled close to the float32 run, the rest is left as it was."""
+    from lama_fast.model.random import random_generator
+
+    path = tmp_path / "big-lama.pth"
+    torch.save(random_generator("big-lama", seed=0).state_dict(), path)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(750, 1000, 3), dtype=np.uint8)
+    mask = np.zeros((750, 1000), dtype=np.uint8)
+    mask[200:520, 300:700] = 255
+    results = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        inpainter = lama_fast.load(path, device="cuda", backend="cuda", dtype=dtype)
+        assert inpainter.backend == "cuda"
+        results[dtype] = inpainter(image, mask, hd_strategy="original")
+    got, ref = results[torch.bfloat16], results[torch.float32]
+    assert got.shape == image.shape and got.dtype == np.uint8
+    hole = mask > 0
+    assert np.array_equal(got[~hole], image[~hole])
+    filled = got[hole].astype(int)
+    assert filled.std() > 1 and not np.array_equal(got[hole], image[hole])
+    assert np.abs(filled - ref[hole].astype(int)).mean() <= 2
+
+
+@NEEDS_GPU
+def test_cuda_graphs_give_the_eager_output():
+    generator = randomise(lama_fast.model.build_generator(tiny_config()), seed=7).eval()
+    eager = lama_fast.optimize(generator, backend="cuda", device="cuda", cuda_graphs=False)
+    graphed = lama_fast.optimize(generator, backend="cuda", device="cuda", cuda_graphs=True)
+    gen = torch.Generator().manual_seed(8)
+    inputs = [torch.rand(1, 4, 64, 88, generator=gen), torch.rand(2, 4, 96, 128, generator=gen)]
+    for x in inputs + inputs:  # capture each shape, then replay both
+        x = x.cuda()
+        want = eager(x)
+        got = graphed(x.clone())
+        assert got.shape == want.shape and torch.isfinite(got).all()
+        assert scaled_error(got.cpu(), want.cpu()) <= 1e-6
+    assert getattr(graphed, "graph_error", None) is None
