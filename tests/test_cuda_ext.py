@@ -139,6 +139,38 @@ def test_emulated_spectral_transform(dtype, shape, norm):
         assert scaled_error(got, want) <= TOLERANCE[dtype], variant
 
 
+def _channel_slice(t, before, after, seed):
+    """``t`` as channels [before, before + C) of a wider channels-last tensor (how the GPU generator
+    hands the op an FFC layer's global half): its rows lie further apart than its channel count."""
+    n, c, h, w = t.shape
+    wide = _rand(n, before + c + after, h, w, seed=seed).to(t.dtype).contiguous(memory_format=torch.channels_last)
+    wide[:, before:before + c] = t
+    view = wide[:, before:before + c]
+    assert not view.is_contiguous(memory_format=torch.channels_last) and view.stride(1) == 1
+    return view
+
+
+@NEEDS_EXTENSION
+@NEEDS_REFERENCE
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+def test_emulated_spectral_transform_reads_channel_slices_in_place(dtype):
+    ks = _ks()
+    shape = (2, 12, 6, 10, 7, 9)
+    p, x, bias, other, relu, _ = _case(shape, seed=3)
+    args = list(_st_args(p, x, dtype, bias, other, True))
+    args[0] = _channel_slice(args[0], 4, 3, seed=11)
+    args[7] = _channel_slice(args[7], 5, 0, seed=12)
+    got = torch.ops.lama_fast.cuda_emulated_spectral_transform(*args, relu, "ortho")
+    dense = torch.ops.lama_fast.cuda_emulated_spectral_transform(
+        *_st_args(p, x, dtype, bias, other, True), relu, "ortho")
+    _check_output(got, (2, 10, 7, 9), dtype)
+    # Not bitwise: the GEMMs may block differently over rows further apart.
+    assert scaled_error(got.double(), dense.double()) <= TOLERANCE.get(dtype, HALF_FLOOR.get(dtype))
+    if dtype != torch.bfloat16:
+        want = ks.spectral_transform_reference(x, *p.values(), bias, other, relu, "ortho")
+        assert scaled_error(got, want) <= TOLERANCE[dtype]
+
+
 @NEEDS_EXTENSION
 @NEEDS_REFERENCE
 @pytest.mark.parametrize("norm", NORMS)

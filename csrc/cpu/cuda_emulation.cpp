@@ -211,8 +211,7 @@ at::Tensor emulated_mixed_spectrum(const at::Tensor& y, const at::Tensor& w_freq
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   EmulatedDevice dev;
   const at::ScalarType dtype = y.scalar_type();
-  const at::Tensor y2d =
-      pipeline::positions_by_channels(pipeline::channels_last(y.to(pipeline::arithmetic_type(dtype)))).contiguous();
+  const at::Tensor y2d = pipeline::positions_by_channels(y.to(pipeline::arithmetic_type(dtype))).contiguous();
   const at::Tensor z = pipeline::mixed_spectrum(dev, y2d, w_freq.contiguous(), b_freq.contiguous(), dtype,
                                                 args::parse_norm(op, fft_norm), d);
   return at::view_as_complex(z.view({d.N, d.H, half_width(d.W), d.C, 2}));

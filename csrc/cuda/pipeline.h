@@ -42,13 +42,11 @@ using Problem = args::SpectralArgs;  // x: (N, C, H, W), any memory format
 
 inline at::ScalarType arithmetic_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
-// (N, C, H, W) channels-last `t` as its (N*H*W, C) matrix (a view).
+// (N, C, H, W) `t` as its (N*H*W, C) matrix: a view when t is channels last,
+// also when it is a channel slice of a channels-last tensor (rows then lie
+// further apart than C, which the GEMMs read as they are), else a copy.
 inline at::Tensor positions_by_channels(const at::Tensor& t) {
   return t.permute({0, 2, 3, 1}).reshape({t.size(0) * t.size(2) * t.size(3), t.size(1)});
-}
-
-inline at::Tensor channels_last(const at::Tensor& x) {
-  return x.contiguous(at::MemoryFormat::ChannelsLast);
 }
 
 // The (N*H*Wf, 2C) array of arithmetic type that the inverse FFT reads, from
@@ -98,7 +96,7 @@ at::Tensor spectral_transform(Device& dev, const Problem& pb) {
   const at::Tensor out = at::empty({d.N, d.Cout, d.H, d.W},
                                    pb.x.options().memory_format(at::MemoryFormat::ChannelsLast));
   if (d.N == 0) return out;
-  const at::Tensor g1 = at::mm(positions_by_channels(channels_last(pb.x)), pb.w1.t());
+  const at::Tensor g1 = at::mm(positions_by_channels(pb.x), pb.w1.t());
   const at::Tensor y = dtype == acc ? g1 : at::empty(g1.sizes(), g1.options().dtype(acc));
   dev.bias_relu(g1, pb.b1, y);
   const at::Tensor z = mixed_spectrum(dev, y, pb.w_freq, pb.b_freq, dtype, pb.norm, d);
@@ -107,7 +105,7 @@ at::Tensor spectral_transform(Device& dev, const Problem& pb) {
   dev.residual(y, u, t);
   at::Tensor om = positions_by_channels(out);
   if (pb.other.has_value()) {
-    at::addmm_out(om, positions_by_channels(channels_last(*pb.other)), t, pb.w2.t());
+    at::addmm_out(om, positions_by_channels(*pb.other), t, pb.w2.t());
   } else {
     at::mm_out(om, t, pb.w2.t());
   }
@@ -123,7 +121,8 @@ at::Tensor fourier_unit(Device& dev, const Problem& pb) {
   if (d.N == 0) {
     return at::empty({d.N, d.C, d.H, d.W}, pb.x.options().memory_format(at::MemoryFormat::ChannelsLast));
   }
-  const at::Tensor y = positions_by_channels(channels_last(pb.x.to(acc))).contiguous();
+  // The FFT reads dense rows of C.
+  const at::Tensor y = positions_by_channels(pb.x.to(acc)).contiguous();
   const at::Tensor u = inverse(dev, mixed_spectrum(dev, y, pb.w_freq, pb.b_freq, dtype, pb.norm, d), d);
   return u.view({d.N, d.H, d.W, d.C}).permute({0, 3, 1, 2}).to(dtype);
 }
