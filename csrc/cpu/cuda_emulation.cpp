@@ -174,18 +174,12 @@ struct EmulatedDevice {
   }
 };
 
-constexpr const char* kDtypes = "torch.float32, torch.float64, torch.float16 or torch.bfloat16";
-
-void check_x(const char* op, const at::Tensor& x) {
-  args::check_x(op, x, c10::DeviceType::CPU, {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16}, kDtypes);
-}
-
 at::Tensor emulated_spectral_transform(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1,
                                        const at::Tensor& w_freq, const at::Tensor& b_freq, const at::Tensor& w2,
                                        const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& other,
                                        bool relu, c10::string_view fft_norm) {
   const char* op = "cuda_emulated_spectral_transform";
-  check_x(op, x);
+  pipeline::check_input(op, x, c10::DeviceType::CPU);
   const pipeline::Problem pb =
       args::spectral_transform_args(op, x, w1, b1, w_freq, b_freq, w2, bias, other, relu, fft_norm);
   at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -196,7 +190,7 @@ at::Tensor emulated_spectral_transform(const at::Tensor& x, const at::Tensor& w1
 at::Tensor emulated_fourier_unit(const at::Tensor& x, const at::Tensor& w_freq, const at::Tensor& b_freq,
                                  c10::string_view fft_norm) {
   const char* op = "cuda_emulated_fourier_unit";
-  check_x(op, x);
+  pipeline::check_input(op, x, c10::DeviceType::CPU);
   const pipeline::Problem pb = args::fourier_unit_args(op, x, w_freq, b_freq, fft_norm);
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   EmulatedDevice dev;
@@ -206,7 +200,7 @@ at::Tensor emulated_fourier_unit(const at::Tensor& x, const at::Tensor& w_freq, 
 at::Tensor emulated_mixed_spectrum(const at::Tensor& y, const at::Tensor& w_freq, const at::Tensor& b_freq,
                                    c10::string_view fft_norm) {
   const char* op = "cuda_emulated_mixed_spectrum";
-  check_x(op, y);
+  pipeline::check_input(op, y, c10::DeviceType::CPU);
   const args::Dims d = args::check_fourier_unit(op, y, w_freq, b_freq);
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   EmulatedDevice dev;

@@ -3,7 +3,7 @@
 // unnormalised 2-D real transforms laid out channels last on both sides
 // (cuda_math::fft_layout), so the transforms read and write the op's
 // tensors where they lie. Plans own no work area: the caller passes one
-// (from PyTorch's caching allocator) to every execution, which keeps the
+// (from PyTorch's caching allocator) for every execution, which keeps the
 // memory in PyTorch's pools, CUDA-graph pools included.
 #include <cuda_runtime.h>
 #include <cufft.h>
@@ -138,16 +138,8 @@ std::string find_plan(const FftKey& key, Plan** found) {
 
 }  // namespace
 
-std::string fft_work_size(const FftKey& key, std::size_t* bytes) {
-  std::lock_guard<std::mutex> lock(plans_mutex());
-  Plan* plan = nullptr;
-  std::string error = find_plan(key, &plan);
-  if (!error.empty()) return error;
-  *bytes = plan->work_bytes;
-  return std::string();
-}
-
-std::string fft_exec(const FftKey& key, const void* in, void* out, void* work, cudaStream_t stream) {
+std::string fft_exec(const FftKey& key, const void* in, void* out, WorkAllocator allocate, void* context,
+                     cudaStream_t stream) {
   // The handle's stream and work area are set and used under the lock, so two
   // threads sharing a plan cannot swap them between setting and launching.
   std::lock_guard<std::mutex> lock(plans_mutex());
@@ -157,7 +149,8 @@ std::string fft_exec(const FftKey& key, const void* in, void* out, void* work, c
   cufftResult r = cufftSetStream(plan->handle, stream);
   if (r != CUFFT_SUCCESS) return failed("cufftSetStream", r, key);
   if (plan->work_bytes > 0) {
-    if (work == nullptr) return "no work area given for the " + describe(key);
+    void* work = allocate(plan->work_bytes, context);
+    if (work == nullptr) return "no work area of " + std::to_string(plan->work_bytes) + " bytes for the " + describe(key);
     r = cufftSetWorkArea(plan->handle, work);
     if (r != CUFFT_SUCCESS) return failed("cufftSetWorkArea", r, key);
   }

@@ -40,6 +40,12 @@ namespace pipeline {
 
 using Problem = args::SpectralArgs;  // x: (N, C, H, W), any memory format
 
+// x on `device`, 4-D, in one of the dtypes the pipeline runs in.
+inline void check_input(const char* op, const at::Tensor& x, c10::DeviceType device) {
+  args::check_x(op, x, device, {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16},
+                "torch.float32, torch.float64, torch.float16 or torch.bfloat16");
+}
+
 inline at::ScalarType arithmetic_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
 // (N, C, H, W) `t` as its (N*H*W, C) matrix: a view when t is channels last,

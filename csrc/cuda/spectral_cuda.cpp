@@ -38,6 +38,17 @@ cuda::DType dtype_code(at::ScalarType t) {
 
 void ok(const std::string& error) { TORCH_CHECK(error.empty(), "lama_fast CUDA ops: ", error); }
 
+struct WorkArea {
+  at::TensorOptions options;
+  at::Tensor tensor;
+
+  static void* allocate(std::size_t bytes, void* self) {
+    auto* area = static_cast<WorkArea*>(self);
+    area->tensor = at::empty({static_cast<int64_t>(bytes)}, area->options);
+    return area->tensor.data_ptr();
+  }
+};
+
 struct CudaDevice {
   cudaStream_t stream;
   int device;
@@ -74,12 +85,10 @@ struct CudaDevice {
     key.width = d.W;
     key.inverse = inverse;
     key.double_precision = in.scalar_type() == at::kDouble;
-    std::size_t bytes = 0;
-    ok(cuda::fft_work_size(key, &bytes));
-    // Allocated on the current stream from the caching allocator: freed when
-    // `work` goes out of scope, reusable by later work on the same stream.
-    const at::Tensor work = at::empty({static_cast<int64_t>(bytes)}, in.options().dtype(at::kByte));
-    ok(cuda::fft_exec(key, in.data_ptr(), out.data_ptr(), bytes > 0 ? work.data_ptr() : nullptr, stream));
+    // From the caching allocator on the current stream: freed when `work` goes out of scope,
+    // then reusable by later work on the same stream (inside a CUDA graph: the graph's pool).
+    WorkArea work{in.options().dtype(at::kByte), at::Tensor()};
+    ok(cuda::fft_exec(key, in.data_ptr(), out.data_ptr(), &WorkArea::allocate, &work, stream));
   }
 
   void fft_forward(const at::Tensor& y, const at::Tensor& spectrum, const args::Dims& d) {
@@ -88,12 +97,6 @@ struct CudaDevice {
 
   void fft_inverse(const at::Tensor& z, const at::Tensor& u, const args::Dims& d) { fft(z, u, d, true); }
 };
-
-constexpr const char* kDtypes = "torch.float32, torch.float64, torch.float16 or torch.bfloat16";
-
-void check_x(const char* op, const at::Tensor& x) {
-  args::check_x(op, x, c10::DeviceType::CUDA, {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16}, kDtypes);
-}
 
 CudaDevice current_device(const at::Tensor& x) {
   CudaDevice dev;
@@ -107,7 +110,7 @@ at::Tensor spectral_transform_cuda(const at::Tensor& x, const at::Tensor& w1, co
                                    const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& other,
                                    bool relu, c10::string_view fft_norm) {
   const char* op = "spectral_transform";
-  check_x(op, x);
+  pipeline::check_input(op, x, c10::DeviceType::CUDA);
   const pipeline::Problem pb =
       args::spectral_transform_args(op, x, w1, b1, w_freq, b_freq, w2, bias, other, relu, fft_norm);
   const c10::cuda::CUDAGuard guard(x.device());
@@ -119,7 +122,7 @@ at::Tensor spectral_transform_cuda(const at::Tensor& x, const at::Tensor& w1, co
 at::Tensor fourier_unit_cuda(const at::Tensor& x, const at::Tensor& w_freq, const at::Tensor& b_freq,
                              c10::string_view fft_norm) {
   const char* op = "fourier_unit";
-  check_x(op, x);
+  pipeline::check_input(op, x, c10::DeviceType::CUDA);
   const pipeline::Problem pb = args::fourier_unit_args(op, x, w_freq, b_freq, fft_norm);
   const c10::cuda::CUDAGuard guard(x.device());
   at::AutoDispatchBelowADInplaceOrView below_autograd;

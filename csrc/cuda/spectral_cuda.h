@@ -44,11 +44,14 @@ struct FftKey {
   bool double_precision = false;
 };
 
-// The work area the plan needs (made on first use, then cached).
-std::string fft_work_size(const FftKey& key, std::size_t* bytes);
-// Runs the plan on `stream` with the given work area (at least fft_work_size
-// bytes). A c2r transform overwrites its input.
-std::string fft_exec(const FftKey& key, const void* in, void* out, void* work, cudaStream_t stream);
+// Returns a work area of `bytes` bytes (called only when the plan needs one),
+// which must stay valid until the transform has run on the stream.
+using WorkAllocator = void* (*)(std::size_t bytes, void* context);
+
+// Runs the plan (made on first use, then cached) on `stream`, with a work area
+// from `allocate(bytes, context)`. A c2r transform overwrites its input.
+std::string fft_exec(const FftKey& key, const void* in, void* out, WorkAllocator allocate, void* context,
+                     cudaStream_t stream);
 // Plans currently cached, and dropping them all (e.g. to give their memory back).
 std::size_t fft_plans_cached();
 void fft_clear_plans();

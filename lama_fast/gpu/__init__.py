@@ -17,8 +17,8 @@ import torch
 
 __all__ = ["triton_reasons", "build_triton_generator", "cuda_reasons", "build_cuda_generator"]
 
-TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# Activation dtypes of the GPU generator (both its spectral implementations).
+GPU_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def interpreting() -> bool:
@@ -29,7 +29,7 @@ def interpreting() -> bool:
 def triton_reasons(device: torch.device, dtype: torch.dtype) -> List[str]:
     """Why the triton backend cannot run on ``device`` in ``dtype`` (empty when it can)."""
     reasons = []
-    if dtype not in TRITON_DTYPES:
+    if dtype not in GPU_DTYPES:
         reasons.append(f"the triton backend runs in float32, bfloat16 or float16; got {dtype}")
     if device.type == "cuda":
         if not torch.cuda.is_available():
@@ -59,7 +59,7 @@ def build_triton_generator(generator: torch.nn.Module, device: torch.device, dty
 def cuda_reasons(device: torch.device, dtype: torch.dtype) -> List[str]:
     """Why the cuda backend (the extension's CUDA kernels) cannot run on ``device`` in ``dtype``."""
     reasons = []
-    if dtype not in CUDA_DTYPES:
+    if dtype not in GPU_DTYPES:
         reasons.append(f"the cuda backend runs in float32, bfloat16 or float16; got {dtype}")
     if device.type != "cuda":
         reasons.append(f"the cuda backend runs on CUDA devices, not on {device.type}")
