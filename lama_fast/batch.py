@@ -10,24 +10,30 @@
 A run can be killed at any moment: every output is written to a temporary file in its
 own folder and renamed into place, an existing output counts as done (skipped unless
 ``overwrite``), and the temporary files a killed run left are removed by the next one.
-Outputs never replace inputs: ``plan_folder`` refuses such a plan with a ValueError.
+Outputs never replace inputs: ``plan_folder`` refuses such a plan with a ValueError, and an
+output folder inside the input folder that holds image/mask pairs of it.
+
+Several runs may share an output folder: each temporary file names its writer (see ``_io``), so a
+run removes only those whose writer is gone, and a job whose output another run is writing is
+put off to the end of the queue, where it counts as skipped if that run wrote it meanwhile and is
+done again otherwise (the renames then replace one finished output by an equal one).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import os
-import re
 import sys
 import time
 import warnings
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from PIL import Image
 
-from ._io import atomic_write
+from ._io import atomic_target, atomic_write, remove_abandoned, temporary_in_use, temporary_target
 from .images import read_image
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -38,9 +44,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MASK_PATTERN = "*mask*.png"
 MASK_MARKER = "_mask"
 OUTPUT_FORMATS = ("png", "jpg", "same")
-# _io.atomic_write names its temporary files ".<output name>.<random>.tmp" in the output's folder.
-_LEFTOVER = re.compile(r"\..+\.(?:" + "|".join(e[1:] for e in IMAGE_EXTENSIONS) + r")\.[A-Za-z0-9_]+\.tmp",
-                       re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -285,30 +288,94 @@ def check_outputs(pairing: Pairing, jobs: Sequence[Job], output_dir: PathLike,
                          f"{source}{more}; choose an output folder apart from the inputs")
 
 
+def _real(path: Path) -> Path:
+    """``path`` with its folders' links and ``..`` resolved, but not a link that the file itself is."""
+    return path.parent.resolve() / path.name
+
+
+def check_output_folder(input_dir: PathLike, output_dir: PathLike, mask_dir: Optional[PathLike] = None,
+                        jobs: Sequence[Job] = ()) -> None:
+    """Raise ValueError when the output folder lies inside the input (or mask) folder and holds
+    image/mask pairs of it: a run would skip them unseen, or with ``overwrite`` write over them.
+
+    Pairs made only of ``jobs``' outputs (an earlier run's results) do not count.
+    """
+    out = Path(output_dir).resolve()
+    for kind, folder in (("input", input_dir), ("mask", mask_dir)):
+        if folder is None or Path(folder).resolve() not in out.parents:
+            continue
+        ours = {_real(job.output) for job in jobs}
+        inside = []
+        for pair in pair_folder(input_dir, mask_dir).pairs:
+            image, mask = _real(pair.image), _real(pair.mask)
+            if image in ours and mask in ours:
+                continue
+            held = [p for p in (image, mask) if out in p.parents]
+            if held:
+                inside.append(held[0].relative_to(out).as_posix())
+        if inside:
+            raise ValueError(f"{output_dir}: the output folder holds {_count(len(inside), 'image/mask pair')} of "
+                             f"the {kind} folder (e.g. {inside[0]}); choose an output folder outside {folder} "
+                             f"or move them")
+        return
+
+
 def plan_folder(input_dir: PathLike, output_dir: PathLike, mask_dir: Optional[PathLike] = None,
                 output_format: str = "png") -> FolderPlan:
     """Pair the folder's masks and images (see ``pair_folder``) and name their outputs under ``output_dir``.
 
     ``output_format``: ``png``, ``jpg`` or ``same`` (the image's own suffix). An output folder inside the
-    input folder is not read as input. Raises ValueError when an output would replace an input file.
+    input folder is not read as input. Raises ValueError when an output would replace an input file, or
+    when an output folder inside the input folder holds image/mask pairs (``check_output_folder``).
     """
     pairing = pair_folder(input_dir, mask_dir, exclude=[output_dir])
     jobs, clashes = plan_jobs(pairing, output_dir, output_format)
     check_outputs(pairing, jobs, output_dir, (input_dir, mask_dir))
+    check_output_folder(input_dir, output_dir, mask_dir, jobs)
     return FolderPlan(jobs, pairing.failures + clashes, pairing.unmasked, pairing.unused_masks)
 
 
+def _is_image_temporary(name: str) -> bool:
+    target = temporary_target(Path(name))
+    return target is not None and Path(target).suffix.lower() in IMAGE_EXTENSIONS
+
+
 def remove_leftovers(jobs: Sequence[Job]) -> List[Path]:
-    """Delete the temporary files a killed run left in the jobs' output folders (our naming only)."""
+    """Delete the temporary image files that killed or crashed writers left in the jobs' output folders.
+
+    Only files named as ``atomic_write`` names them count, and of those only the ones whose writer is
+    gone: those of a run still writing into the same folder are kept (see ``_io``).
+    """
     removed = []
     for folder in sorted({job.output.parent for job in jobs}):
         if not folder.is_dir():
             continue
         for entry in sorted(folder.iterdir()):
-            if _LEFTOVER.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink():
-                entry.unlink()
+            if _is_image_temporary(entry.name) and not entry.is_symlink() and entry.is_file() \
+                    and remove_abandoned(entry):
                 removed.append(entry)
     return removed
+
+
+def being_written(output: Path) -> bool:
+    """Whether a running process (another run) is writing ``output`` now, going by its temporary files."""
+    output = Path(output)
+    try:
+        with os.scandir(output.parent) as entries:
+            names = [e.name for e in entries if e.name.startswith(f".{output.name}.") and e.name.endswith(".tmp")]
+    except OSError:  # no folder yet, or one this run cannot read: writing there will say why
+        return False
+    return any(temporary_target(Path(name)) == output.name and temporary_in_use(output.parent / name)
+               for name in names)
+
+
+def _version(path: Path) -> Optional[Tuple[int, int, int]]:
+    """What tells one file at ``path`` from the next: a rename into place changes the inode."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns
 
 
 def pending(jobs: Sequence[Job], overwrite: bool = False) -> List[Job]:
@@ -344,10 +411,9 @@ def read_pair(image_path: PathLike, mask_path: PathLike) -> Tuple[Image.Image, I
     return image, mask
 
 
-def save_image(image: Image.Image, path: PathLike, options: SaveOptions = SaveOptions(),
-               icc_profile: Optional[bytes] = None) -> None:
-    """Encode ``image`` by ``path``'s suffix and write it atomically (temporary file, then rename)."""
-    path = Path(path)
+def _encoding(image: Image.Image, path: Path, options: SaveOptions, icc_profile: Optional[bytes]
+              ) -> Tuple[Image.Image, str, Dict[str, Any]]:
+    """The image as it is saved (JPEG drops alpha), the Pillow format and the save parameters for ``path``."""
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None or fmt not in Image.SAVE:
         raise ValueError(f"unknown output image format {path.suffix!r} of {path}; use .png or .jpg")
@@ -361,6 +427,14 @@ def save_image(image: Image.Image, path: PathLike, options: SaveOptions = SaveOp
         params["compress_level"] = options.png_compress_level
     if icc_profile:
         params["icc_profile"] = icc_profile
+    return image, fmt, params
+
+
+def save_image(image: Image.Image, path: PathLike, options: SaveOptions = SaveOptions(),
+               icc_profile: Optional[bytes] = None) -> None:
+    """Encode ``image`` by ``path``'s suffix and write it atomically (temporary file, then rename)."""
+    path = Path(path)
+    image, fmt, params = _encoding(image, path, options, icc_profile)
     atomic_write(path, lambda tmp: image.save(tmp, format=fmt, **params))
 
 
@@ -369,6 +443,8 @@ def inpaint_job(inpainter: Callable[..., Any], job: Job, options: Optional[Dict[
     """Read, inpaint and atomically write one job; raises JobFailed naming the file and the reason.
 
     Warnings of the inpainter (e.g. the memory guard switching to ``crop``) go to ``note`` with the path.
+    The output's temporary file is made before inpainting, so that other runs see the output is being
+    written (``being_written``) while the model works on it.
     """
     try:
         image, mask = read_pair(job.image, job.mask)
@@ -376,6 +452,17 @@ def inpaint_job(inpainter: Callable[..., Any], job: Job, options: Optional[Dict[
         raise JobFailed(str(exc)) from exc
     except Exception as exc:  # a decoder's own error type
         raise JobFailed(f"cannot read {job.image} or {job.mask}: {type(exc).__name__}: {exc}") from exc
+    try:
+        with atomic_target(job.output) as tmp:
+            result = _inpaint(inpainter, job, image, mask, options, note)
+            encoded, fmt, params = _encoding(result, job.output, save, image.info.get("icc_profile"))
+            encoded.save(tmp, format=fmt, **params)
+    except (ValueError, OSError) as exc:
+        raise JobFailed(f"cannot write {job.output}: {exc}") from exc
+
+
+def _inpaint(inpainter: Callable[..., Any], job: Job, image: Image.Image, mask: Image.Image,
+             options: Optional[Dict[str, Any]], note: Callable[[str], None]) -> Image.Image:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -386,12 +473,7 @@ def inpaint_job(inpainter: Callable[..., Any], job: Job, options: Optional[Dict[
             raise JobFailed(f"cannot inpaint {job.image}: {type(exc).__name__}: {exc}") from exc
     for warning in caught:
         note(f"{job.image}: {warning.message}")
-    if not isinstance(result, Image.Image):
-        result = Image.fromarray(result)
-    try:
-        save_image(result, job.output, save, image.info.get("icc_profile"))
-    except (ValueError, OSError) as exc:
-        raise JobFailed(f"cannot write {job.output}: {exc}") from exc
+    return result if isinstance(result, Image.Image) else Image.fromarray(result)
 
 
 def run_batch(plan: FolderPlan, inpainter: Optional[Callable[..., Any]] = None, *,
@@ -405,7 +487,8 @@ def run_batch(plan: FolderPlan, inpainter: Optional[Callable[..., Any]] = None, 
     **options)`` call. Failures and warnings go to ``report`` (default: stderr, above the progress bar).
     Temporary files left in the output folders by a killed run are removed first. A KeyboardInterrupt
     ends the run early with ``summary.interrupted`` set: the outputs written so far are complete, and
-    a second run with the same jobs does the rest.
+    a second run with the same jobs does the rest. Other runs may write into the same folders at the
+    same time: an output another run writes (or has written since this run began) is skipped.
     """
     if (inpainter is None) == (load is None):
         raise TypeError("run_batch takes either an inpainter or a load function")
@@ -423,8 +506,24 @@ def run_batch(plan: FolderPlan, inpainter: Optional[Callable[..., Any]] = None, 
     say = report or (lambda message: bar.write(message, file=sys.stderr))
     for failure in plan.failures:
         say(f"failed: {failure.message}")
+    queue = deque(todo)
+    put_off: Dict[Job, Optional[Tuple[int, int, int]]] = {}  # job -> its output when it was put off
     try:
-        for job in todo:
+        while queue:
+            job = queue.popleft()
+            if job in put_off:
+                # If the output is unchanged, the other run failed, was stopped or is still at it: do it here too.
+                written = _version(job.output) != put_off.pop(job)
+            else:
+                written = not overwrite and job.output.exists()
+                if not written and being_written(job.output):
+                    put_off[job] = _version(job.output)
+                    queue.append(job)
+                    continue
+            if written:
+                summary.skipped += 1
+                bar.update()
+                continue
             if inpainter is None:
                 inpainter = load()  # an error here ends the run: no job can go on without the model
                 summary.model_loaded = True

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import io
 import os
 import platform
+import stat
 import sys
+import traceback
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Iterator, List, NoReturn, Optional, Sequence, Tuple
 
 import torch
 
@@ -27,8 +31,29 @@ WHERE_THE_WEIGHTS_ARE = (
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+# The exit codes, as README.md lists them.
+EXIT_OK = 0
+EXIT_FAILED = 1  # a run that started and failed: a write, memory, a folder item
+EXIT_BAD_INPUT = 2  # arguments, unreadable or invalid files, images, checkpoints
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
+
+# Errors of a write that no choice of path would have avoided: the run failed, the input was fine.
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
 class CliError(Exception):
-    """A user-facing error: printed without a traceback, exit code 2."""
+    """A user-facing error: printed as one line without a traceback; ``code`` is the exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, in the form of the other errors (``lama-fast inpaint: ...``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _parse_sizes(text: str) -> List[int]:
@@ -47,6 +72,98 @@ def _dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
+def _dtype_name(dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _device(text: str) -> str:
+    """An argparse type: a torch device string (cpu, cuda, cuda:1, ...), kept as given."""
+    try:
+        torch.device(text)
+    except (RuntimeError, ValueError, TypeError):
+        raise argparse.ArgumentTypeError(f"device must be a torch device such as cpu, cuda or cuda:1, "
+                                         f"got {text!r}") from None
+    return text
+
+
+# --- paths ---------------------------------------------------------------------------------------
+
+def _input_file(path, what: str, expected: str) -> None:
+    """Refuse, by its stat alone, a path to read that is missing or not a regular file (a FIFO would block)."""
+    from .images import check_regular_file
+
+    try:
+        check_regular_file(path, what, expected)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+
+
+def _output_file(path: Path, what: str, expected: str, folder_hint: Optional[str] = None) -> None:
+    """Refuse, before any work, an output path that cannot be written: a folder, a device or FIFO, a
+    path under a file, or one in a folder that is not writable (permissions, read-only file system).
+    ``expected`` says what to give instead; ``folder_hint`` replaces it when the path is a folder."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        mode = None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise CliError(f"the {what} {path} is a folder; {folder_hint or expected}")
+    if mode is not None and not stat.S_ISREG(mode):
+        from .images import file_kind
+
+        raise CliError(f"the {what} {path} is not a regular file ({file_kind(mode)}); {expected}")
+    _output_location(path, what)
+
+
+def _output_location(path: Path, what: str) -> None:
+    """Refuse an output whose nearest existing folder above it is a file or is not writable."""
+    folder = path.parent
+    while not os.path.lexists(folder) and folder != folder.parent:
+        folder = folder.parent
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise CliError(f"cannot write the {what} {path}: {folder} is a file, not a folder")
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        raise CliError(f"cannot write the {what} {path}: the folder {folder} is not writable")
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+@contextmanager
+def _writing(path: Path, what: str) -> Iterator[None]:
+    """Report a write that fails (disk full, permissions, read-only file system) as a failed run."""
+    try:
+        yield
+    except OSError as exc:
+        raise CliError(f"cannot write the {what} {path}: {_reason(exc)}", EXIT_FAILED) from exc
+
+
+@contextmanager
+def _reading_checkpoint(path, *also_named) -> Iterator[None]:
+    """Name the checkpoint in the first line of every error of reading it (unless it names one of
+    ``also_named``, the other files of the command)."""
+    from .checkpoint import CheckpointError
+
+    try:
+        yield
+    except FileNotFoundError as exc:
+        raise CliError(f"checkpoint {path} does not exist") from exc
+    except CheckpointError as exc:
+        message = str(exc)
+        if not any(str(name) in message.split("\n", 1)[0] for name in (path, *also_named)):
+            raise CliError(f"checkpoint {path}: {message}") from exc
+        raise
+    except OSError as exc:
+        raise CliError(f"cannot read checkpoint {path}: {_reason(exc)}") from exc
+    except RecursionError as exc:
+        raise CliError(f"cannot read checkpoint {path}: it is nested too deeply to read ({exc})") from exc
+
+
+def _checkpoint_file(path) -> None:
+    _input_file(path, "checkpoint", "a checkpoint file (.ckpt, .pt, .safetensors)")
+
+
 def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
@@ -61,7 +178,9 @@ def _generator_for(args) -> torch.nn.Module:
     if args.checkpoint:
         from .checkpoint import load_generator
 
-        return load_generator(args.checkpoint)
+        _checkpoint_file(args.checkpoint)
+        with _reading_checkpoint(args.checkpoint):
+            return load_generator(args.checkpoint)
     from .model.random import random_generator
 
     return random_generator(args.model, seed=args.seed)
@@ -149,9 +268,29 @@ def _triton_status() -> Optional[str]:
 def cmd_convert(args) -> int:
     from .checkpoint import convert
 
-    convert(args.input, args.output)
+    source, output = Path(args.input), Path(args.output)
+    _checkpoint_file(source)
+    _output_file(output, "output", "give the name of the .safetensors file to write")
+    try:
+        with _reading_checkpoint(source, output):
+            convert(source, output)
+    except CliError as exc:
+        cause = exc.__cause__
+        # convert reads, then writes: an OSError of the output's folder (or a full disk) is the write.
+        if isinstance(cause, OSError) and _is_write_error(cause, source, output):
+            raise CliError(f"cannot write the output {output}: {_reason(cause)}", EXIT_FAILED) from cause
+        raise
     print(f"wrote the generator weights of {args.input} to {args.output}")
     return 0
+
+
+def _is_write_error(exc: OSError, source: Path, output: Path) -> bool:
+    if exc.errno in _WRITE_ERRNOS:
+        return True
+    if exc.filename is None:
+        return False
+    failed = Path(os.fsdecode(exc.filename)).resolve()
+    return failed != source.resolve() and failed.parent == output.resolve().parent
 
 
 # Max abs error of the generator output (in [0, 1]) against float64, per dtype: float32
@@ -173,7 +312,7 @@ def cmd_parity(args) -> int:
         if why is not None:
             print(f"skipping backend {name}: {why}", file=sys.stderr)
     if not runnable:
-        raise CliError(f"no backend can run on {args.device} in {args.dtype}")
+        raise CliError(f"no backend can run on {args.device} in {_dtype_name(args.dtype)}")
     modules = {name: optimize(reference, backend=name, device=args.device, dtype=args.dtype) for name in runnable}
     rows, failed = [], False
     for size in args.sizes:
@@ -209,6 +348,15 @@ def cmd_bench(args) -> int:
                        "--systems (e.g. backend:reference, ours, eager, compile)")
     if args.repeats < 1 or args.warmup < 1:
         raise CliError("--repeats and --warmup must be at least 1 (the warm-up count includes the first call)")
+    if args.checkpoint:
+        _checkpoint_file(args.checkpoint)
+    if args.json:
+        if os.path.lexists(args.json):
+            _input_file(args.json, "--json file", "a JSON file to append the rows to")
+        _output_location(Path(args.json), "--json file")
+    for flag, target in (("--markdown", args.markdown), ("--plot", args.plot)):
+        if target:
+            _output_file(Path(target), f"{flag} file", "give a file name")
     config = benchmark.BenchConfig(
         model=args.model, checkpoint=args.checkpoint, seed=args.seed, repeats=args.repeats, warmup=args.warmup,
         isolate=args.isolate if args.suite is not None else False, parity=args.suite is not None and args.parity,
@@ -230,7 +378,7 @@ def cmd_bench(args) -> int:
         if unknown:
             raise CliError(f"unknown backend(s) {', '.join(unknown)}; known: {', '.join(BACKENDS)}")
         if not names:
-            raise CliError(f"no backend can run on {args.device} in {args.dtype}")
+            raise CliError(f"no backend can run on {args.device} in {_dtype_name(args.dtype)}")
         plan = [(size, [f"backend:{n}" for n in names]) for size in (args.sizes or [512])]
         rows = benchmark.run_benchmarks((), plan, config, progress=_progress)
         failed = [r for r in rows if r["status"] != "ok"]
@@ -243,7 +391,8 @@ def cmd_bench(args) -> int:
             (r["backend"], f"{r['size']}x{r['size']}", r["dtype"], f"{r['first_call_s']:.3f}", f"{r['median_s']:.3f}",
              f"{r['spread_s']:.3f}", str(len(r["runs_s"]))) for r in rows if r["status"] == "ok"])
         if args.json:
-            benchmark.append_json(rows, args.json)
+            with _writing(Path(args.json), "--json file"):
+                benchmark.append_json(rows, args.json)
             print(f"appended {len(rows)} rows to {args.json}")
         return 1 if failed else 0
 
@@ -268,14 +417,17 @@ def cmd_bench(args) -> int:
     rows = benchmark.run_benchmarks(kernel_sizes, plan, config, kernel_systems, progress=_progress)
     print(benchmark.markdown_report(rows))
     if args.json:
-        benchmark.append_json(rows, args.json)
+        with _writing(Path(args.json), "--json file"):
+            benchmark.append_json(rows, args.json)
         print(f"appended {len(rows)} rows to {args.json}")
     if args.markdown:
-        atomic_write_bytes(Path(args.markdown), benchmark.markdown_report(rows).encode())
+        with _writing(Path(args.markdown), "--markdown file"):
+            atomic_write_bytes(Path(args.markdown), benchmark.markdown_report(rows).encode())
         print(f"wrote {args.markdown}")
     if args.plot:
         try:
-            wrote = benchmark.plot_e2e(rows, args.plot)
+            with _writing(Path(args.plot), "--plot file"):
+                wrote = benchmark.plot_e2e(rows, args.plot)
         except ImportError:
             raise CliError(f"--plot needs matplotlib ({benchmark.BENCH_EXTRA})") from None
         print(f"wrote {args.plot}" if wrote else f"no end-to-end row to plot; {args.plot} not written")
@@ -327,6 +479,7 @@ def _checkpoint(args) -> str:
     checkpoint = args.checkpoint or os.environ.get(CHECKPOINT_ENV)
     if not checkpoint:
         raise CliError(f"no checkpoint given: pass --checkpoint PATH or set {CHECKPOINT_ENV}. {WHERE_THE_WEIGHTS_ARE}")
+    _checkpoint_file(checkpoint)
     return checkpoint
 
 
@@ -342,7 +495,14 @@ def _inpaint_options(args) -> dict:
 def _load_inpainter(args, checkpoint: str):
     from . import load
 
-    return load(checkpoint, device=args.device, backend=args.backend, dtype=args.dtype)
+    with _reading_checkpoint(checkpoint):
+        return load(checkpoint, device=args.device, backend=args.backend, dtype=args.dtype)
+
+
+def _describe(inpainter) -> str:
+    """``cpu backend, bfloat16``: the dtype the model computes in, not the float32 it takes in and gives out."""
+    dtype = getattr(getattr(inpainter, "generator", None), "compute_dtype", inpainter.dtype)
+    return f"{inpainter.backend} backend, {_dtype_name(dtype)}"
 
 
 def cmd_inpaint(args) -> int:
@@ -377,6 +537,9 @@ def _inpaint_image(args) -> int:
     output = Path(args.output)
     if output.resolve() in (Path(image_path).resolve(), Path(mask_path).resolve()):
         raise CliError(f"refusing to overwrite an input file: {output}")
+    example = output / (Path(image_path).stem + "_inpainted.png")
+    _output_file(output, "output", "-o takes the name of the image file to write",
+                 f"-o takes the file to write the result to, e.g. -o {example}")
     if output.exists() and not args.overwrite:
         raise CliError(f"{output} exists; pass --overwrite to replace it")
     if Image.registered_extensions().get(output.suffix.lower()) not in Image.SAVE:
@@ -385,11 +548,15 @@ def _inpaint_image(args) -> int:
     inpainter = _load_inpainter(args, checkpoint)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = inpainter(image, mask, **_inpaint_options(args))
+        try:
+            result = inpainter(image, mask, **_inpaint_options(args))
+        except (ValueError, TypeError) as exc:
+            raise CliError(f"cannot inpaint {image_path}: {exc}") from exc
     for warning in caught:
         print(f"lama-fast inpaint: {warning.message}", file=sys.stderr)
-    batch.save_image(result, output, _save_options(args), image.info.get("icc_profile"))
-    print(f"wrote {output} ({inpainter.backend} backend, {inpainter.dtype})")
+    with _writing(output, "output"):
+        batch.save_image(result, output, _save_options(args), image.info.get("icc_profile"))
+    print(f"wrote {output} ({_describe(inpainter)})")
     return 0
 
 
@@ -408,6 +575,7 @@ def _explain(args, image_path: str, mask_path: str) -> None:
         raise CliError(f"--explain writes a PNG; got {target}")
     if target.resolve() in (Path(image_path).resolve(), Path(mask_path).resolve()):
         raise CliError(f"refusing to overwrite an input file: {target}")
+    _output_file(target, "--explain picture", "give the name of the PNG to write")
     image, mask = batch.read_pair(image_path, mask_path)
     prepared = prepare_image(image)
     hole = prepare_mask(mask, prepared.size, args.mask_threshold or 0)
@@ -423,7 +591,8 @@ def _explain(args, image_path: str, mask_path: str) -> None:
     picture = draw_plan(rgb.permute(1, 2, 0).cpu().numpy(), hole.numpy(), plan)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
-    atomic_write_bytes(target, buffer.getvalue())
+    with _writing(target, "--explain picture"):
+        atomic_write_bytes(target, buffer.getvalue())
     print(f"{image_path}: {plan.describe()}")
     print(f"wrote {target}")
 
@@ -448,6 +617,10 @@ def _inpaint_folder(args, input_dir: Path) -> int:
     output_dir = Path(args.output)
     if output_dir.exists() and not output_dir.is_dir():
         raise CliError(f"the output {output_dir} is a file; a folder of images needs an output folder")
+    if not output_dir.exists():
+        _output_location(output_dir, "output folder")
+    elif not os.access(output_dir, os.W_OK | os.X_OK):
+        raise CliError(f"cannot write into the output folder {output_dir}: it is not writable")
     checkpoint = _checkpoint(args)
     plan = batch.plan_folder(input_dir, output_dir, args.mask_dir, args.output_format or "png")
     if not plan.jobs and not plan.failures:
@@ -468,7 +641,7 @@ def _inpaint_folder(args, input_dir: Path) -> int:
         print(f"removed {len(summary.removed_leftovers)} temporary files left by an interrupted run",
               file=sys.stderr)
     if loaded:
-        print(f"inpainted {input_dir} into {output_dir} ({loaded[0].backend} backend, {loaded[0].dtype})")
+        print(f"inpainted {input_dir} into {output_dir} ({_describe(loaded[0])})")
     elif summary.skipped:
         print(f"nothing to do: all {summary.skipped} outputs exist in {output_dir} (--overwrite redoes them); "
               f"the model was not loaded")
@@ -481,13 +654,23 @@ def _inpaint_folder(args, input_dir: Path) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``lama-fast`` command."""
-    parser = argparse.ArgumentParser(prog="lama-fast", description="Fast, checked LaMa inpainting.")
+    parser = _Parser(prog="lama-fast", description="Fast, checked LaMa inpainting.",
+                     epilog="Exit codes: 0 done, 1 a run that failed (a write, memory, an item of a folder), "
+                            "2 bad input (arguments, files, images, checkpoints), 130 interrupted.")
+    debug_help = "print the traceback of an error, not only its one-line message"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("info", help="versions, threads, devices and every backend with why it is (not) usable")
+    def add_command(name: str, **kwargs) -> argparse.ArgumentParser:
+        # --debug after the command too; SUPPRESS keeps the value given before it.
+        command = sub.add_parser(name, **kwargs)
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
+        return command
+
+    p = add_command("info", help="versions, threads, devices and every backend with why it is (not) usable")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("convert", help="write a checkpoint's generator weights alone to a .safetensors file")
+    p = add_command("convert", help="write a checkpoint's generator weights alone to a .safetensors file")
     p.add_argument("input")
     p.add_argument("output")
     p.set_defaults(func=cmd_convert)
@@ -497,16 +680,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", default="big-lama", choices=("big-lama", "lama-fourier"))
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--sizes", type=_parse_sizes, default=_parse_sizes(sizes), help=f"comma-separated (default {sizes})")
-        p.add_argument("--device", default="cpu")
+        p.add_argument("--device", type=_device, default="cpu")
         p.add_argument("--dtype", type=_dtype, default=torch.float32)
 
-    p = sub.add_parser("parity", help="each available backend against the float64 reference")
+    p = add_command("parity", help="each available backend against the float64 reference")
     model_options(p, "256,512")
     p.add_argument("--tolerance", type=float, default=None,
                    help="max abs error allowed (default by dtype: float32 2e-4, bfloat16 1e-2, float64 1e-10)")
     p.set_defaults(func=cmd_parity)
 
-    p = sub.add_parser("bench", help="timings: lama_fast backends end to end, or the kernel / end-to-end suites with peers")
+    p = add_command("bench", help="timings: lama_fast backends end to end, or the kernel / end-to-end suites with peers")
     model_options(p, "512")
     p.set_defaults(sizes=None)
     p.add_argument("--backends", default=None,
@@ -532,12 +715,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--job-timeout", type=float, help="with --suite: stop a row's subprocess after this many seconds")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("inpaint", help="inpaint an image under a mask, or every image of a folder that has one",
-                       description="One image: lama-fast inpaint IMAGE MASK -o OUT.png. A folder: lama-fast inpaint "
-                                   "INPUT_DIR -o OUTPUT_DIR, where every NAME_mask*.png under INPUT_DIR masks the "
-                                   "image NAME.<png|jpg|...> beside it and is written to OUTPUT_DIR under the mask's "
-                                   "relative path (as LaMa's predict.py), or with --mask-dir the image a/b.jpg takes "
-                                   "the mask MASK_DIR/a/b.png. Existing outputs are skipped, so a stopped run resumes.")
+    p = add_command("inpaint", help="inpaint an image under a mask, or every image of a folder that has one",
+                    description="One image: lama-fast inpaint IMAGE MASK -o OUT.png. A folder: lama-fast inpaint "
+                                "INPUT_DIR -o OUTPUT_DIR, where every NAME_mask*.png under INPUT_DIR masks the "
+                                "image NAME.<png|jpg|...> beside it and is written to OUTPUT_DIR under the mask's "
+                                "relative path (as LaMa's predict.py), or with --mask-dir the image a/b.jpg takes "
+                                "the mask MASK_DIR/a/b.png. Existing outputs are skipped, so a stopped run resumes.")
     p.add_argument("image", nargs="?", metavar="IMAGE_OR_INPUT_DIR")
     p.add_argument("mask", nargs="?", metavar="MASK")
     p.add_argument("--image", dest="image_opt", help="same as the positional IMAGE")
@@ -546,7 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-dir", help="with an input folder: masks named as the images (same relative path and "
                                       "stem, any image format) in this folder")
     p.add_argument("--checkpoint", help=f"LaMa weights (.ckpt, .pt, .safetensors); default ${CHECKPOINT_ENV}")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    p.add_argument("--device", type=_device, default="cpu", help="cpu (default), cuda, cuda:1, ...")
     p.add_argument("--backend", default="auto", help="auto (default) or a backend of lama-fast info")
     p.add_argument("--dtype", type=_dtype, default=torch.float32, help=f"{', '.join(DTYPES)} (default float32)")
     p.add_argument("--hd-strategy", choices=("original", "crop", "resize"),
@@ -575,20 +758,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _failure(exc: BaseException) -> Tuple[int, str]:
+    """The exit code and message of an error that ended a command."""
+    if isinstance(exc, CliError):
+        return exc.code, str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "interrupted"
+    if isinstance(exc, MemoryError):  # the memory guard's InsufficientMemoryError names the numbers
+        return EXIT_FAILED, str(exc) or "out of memory"
+    if isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
+        return EXIT_FAILED, f"out of memory: {exc}"
+    if isinstance(exc, FileNotFoundError) and exc.errno is None:  # lama_fast's own, naming the file
+        return EXIT_BAD_INPUT, str(exc)
+    if isinstance(exc, (ValueError, TypeError)):  # the library's input checks name the argument or file
+        return EXIT_BAD_INPUT, str(exc)
+    if isinstance(exc, OSError):
+        where = f"{os.fsdecode(exc.filename)}: " if exc.filename is not None else ""
+        return EXIT_BAD_INPUT if isinstance(exc, FileNotFoundError) else EXIT_FAILED, where + _reason(exc)
+    text = str(exc).strip().splitlines()
+    return EXIT_FAILED, (f"unexpected error: {type(exc).__name__}" + (f": {text[0]}" if text else "")
+                         + " (--debug prints the traceback)")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``lama-fast`` console script."""
+    """Entry point of the ``lama-fast`` console script; returns the exit code (see README.md)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except CliError as exc:
-        print(f"lama-fast {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"lama-fast {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except MemoryError as exc:  # the memory guard's InsufficientMemoryError names the numbers
-        print(f"lama-fast {args.command}: {exc}", file=sys.stderr)
-        return 1
+    except (Exception, KeyboardInterrupt) as exc:
+        code, message = _failure(exc)
+        if args.debug:
+            traceback.print_exc()
+        print(f"lama-fast {args.command}: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numbers
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, Optional, Tuple, Union
 
@@ -54,11 +55,38 @@ def _wide_image_error(path: str, what: str, found: str) -> ValueError:
     )
 
 
+# What a file that is not a regular one is, by its stat mode.
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def file_kind(mode: int) -> str:
+    """A stat mode in words: "a regular file", "a directory", "a FIFO", "a character device", ..."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return next((kind for test, kind in _FILE_KINDS if test(mode)), "a special file")
+
+
+def check_regular_file(path: Union[str, os.PathLike], what: str = "image", expected: str = "an image file") -> None:
+    """Raise unless ``path`` is a regular file (symlinks followed), from its stat alone: nothing is opened.
+
+    FileNotFoundError when it does not exist; ValueError when it cannot be looked at, or is a FIFO,
+    a device, a socket or a directory (opening a FIFO or reading a device would block or never end)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {path} does not exist") from None
+    except OSError as error:
+        raise ValueError(f"cannot read {what} {path}: {error.strerror or error}") from error
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{what} {path} is not a regular file ({file_kind(mode)}); give {expected}")
+
+
 def read_image(path: Union[str, os.PathLike], what: str = "image") -> Image.Image:
-    """Open an image file fully loaded, with its EXIF orientation applied; 16-bit images are refused."""
+    """Open an image file fully loaded, with its EXIF orientation applied; 16-bit images and paths
+    that are not regular files (FIFOs, devices, directories) are refused before anything is read."""
     path = str(Path(path))
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{what} {path} does not exist")
+    check_regular_file(path, what, "an image file")
     wide = None
     try:
         with Image.open(path) as opened:

@@ -50,6 +50,10 @@ class Inpainter:
     ``hd_strategy``, ``crop_margin``, ``crop_trigger_size`` and ``resize_limit`` set the
     defaults of every call (see :mod:`lama_fast.hd`); ``max_memory`` (bytes or a string
     such as ``"4G"``) caps the estimated memory of a run (default: what the machine has free).
+
+    Images need at least ``min_side`` pixels on each side (9 for big-lama); smaller ones raise
+    ``ValueError("image is 8x8 pixels; this model needs at least 9 pixels on each side")``
+    (``images are ...`` from ``inpaint_batch``), whatever the mask and strategy.
     """
 
     def __init__(
@@ -78,6 +82,72 @@ class Inpainter:
         return (f"Inpainter(backend={self.backend!r}, device={str(self.device)!r}, dtype={self.dtype}, "
                 f"hd_strategy={self.hd.strategy!r})")
 
+    # The released models downsample three times: a generator that does not show its depth is taken as one.
+    DEFAULT_DOWNSAMPLING = 3
+
+    @property
+    def min_side(self) -> int:
+        """The fewest pixels an image may have on each side for this generator (9 for big-lama)."""
+        return self._min_side_for(self._downsamplings())
+
+    def _downsamplings(self) -> int:
+        """How many times the generator halves its input: its config's ``n_downsampling`` (reference and fast
+        modules), else its count of stride-2 upsampling layers, else DEFAULT_DOWNSAMPLING."""
+        module = self.generator
+        for _ in range(8):  # through wrappers that keep the model as ``.module`` (CudaGraphed, DataParallel)
+            config = getattr(module, "config", None)
+            depth = config.get("n_downsampling") if isinstance(config, dict) else None
+            if isinstance(depth, int) and not isinstance(depth, bool) and depth >= 0:
+                return depth
+            inner = getattr(module, "module", None)
+            if not isinstance(inner, nn.Module) or inner is module:
+                break
+            module = inner
+        # The original code's generator has no config; its decoder mirrors the encoder, one stride-2
+        # transposed convolution per downsampling, among its modules or inside a fast module's stages.
+        ups = sum(1 for m in module.modules() if isinstance(m, nn.ConvTranspose2d) and tuple(m.stride) == (2, 2))
+        stages = getattr(module, "stages", None)
+        if not ups and isinstance(stages, (list, tuple)):
+            ups = self._stage_upsamplings(stages)
+        return ups or self.DEFAULT_DOWNSAMPLING
+
+    @staticmethod
+    def _stage_upsamplings(stages: Any) -> int:
+        """Stride-2 transposed convolutions among a fast generator's stages, however they are nested."""
+        count, seen, todo = 0, set(), list(stages)
+        while todo:
+            item = todo.pop()
+            if id(item) in seen or torch.is_tensor(item):
+                continue
+            seen.add(id(item))
+            if "ConvTranspose" in type(item).__name__:
+                count += tuple(getattr(item, "stride", ())) == (2, 2)
+            elif isinstance(item, (list, tuple)):
+                todo.extend(item)
+            elif type(item).__module__.startswith("lama_fast.") and isinstance(getattr(item, "__dict__", None), dict):
+                todo.extend(vars(item).values())
+        return count
+
+    @staticmethod
+    def _min_side_for(downsamplings: int) -> int:
+        """The smallest image side whose padded input every layer of a generator with this many
+        downsamplings can take."""
+        # pad_to_modulo makes the input a multiple of PAD_MODULO (so the first 7x7 conv's reflect pad of 3
+        # always has the 4 pixels it needs); each stride-2 conv halves it, and the residual blocks' 3x3
+        # reflect-padded convs at the bottom need 2 pixels, so the padded side must exceed 2 ** downsamplings.
+        # Beyond three downsamplings the decoder gives the padded size back only for multiples of
+        # 2 ** downsamplings, so the smallest side that runs is one such multiple.
+        step = max(PAD_MODULO, 2 ** downsamplings)
+        padded = (2 ** downsamplings // step + 1) * step
+        return 1 if padded == PAD_MODULO else padded - PAD_MODULO + 1
+
+    def _check_size(self, height: int, width: int, what: str) -> None:
+        """Raise ValueError when an input of height x width is smaller than ``min_side`` on a side."""
+        needed = self.min_side
+        if min(height, width) < needed:
+            raise ValueError(f"{what} {width}x{height} pixels; this model needs at least {needed} pixels "
+                             f"on each side")
+
     @torch.no_grad()
     def inpaint_batch(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Inpaint N×3×H×W images in [0, 1] under N×1×H×W masks (non-zero = hole); returns N×3×H×W in [0, 1].
@@ -101,11 +171,14 @@ class Inpainter:
             raise ValueError("images contain NaN or infinite values")
         if images.min() < 0 or images.max() > 1:
             raise ValueError("images must lie in [0, 1]")
+        self._check_size(images.shape[2], images.shape[3], "images are")
         return self._run(images, masks != 0).to(images.device, images.dtype)
 
     def _run(self, images: torch.Tensor, holes: torch.Tensor) -> torch.Tensor:
         """The original pipeline on checked N×3×H×W images in [0, 1] and N×1×H×W boolean holes."""
         height, width = images.shape[2:]
+        # A crop box or resized copy of an image that passed __call__'s check can still be thinner.
+        self._check_size(height, width, "the network input is")
         image = pad_to_modulo(images.to(self.device, self.dtype))
         hole = pad_to_modulo(holes.to(self.device)).to(self.dtype)
         output = self.generator(torch.cat((image * (1 - hole), hole), dim=1))
@@ -139,7 +212,8 @@ class Inpainter:
         # A fast generator may compute in another dtype than it takes in (bfloat16 inside, float32 at its ends).
         compute = getattr(self.generator, "compute_dtype", self.dtype)
         return make_plan(settings, size, hole, self.backend, compute, budget if guarded else None,
-                         explicit_budget=max_memory is not None or self.max_memory is not None)
+                         explicit_budget=max_memory is not None or self.max_memory is not None,
+                         min_side=self.min_side)
 
     @torch.no_grad()
     def __call__(
@@ -167,6 +241,8 @@ class Inpainter:
             memory.parse_size(max_memory)
         prepared = prepare_image(image)
         hole = prepare_mask(mask, prepared.size, mask_threshold)
+        # Whatever the mask holds, so that a too small image fails on its first call.
+        self._check_size(*prepared.size, "image is")
         if not bool(hole.any()):
             return prepared.restore(prepared.rgb, hole)
         plan = self._plan(settings, prepared.size, hole, max_memory)
@@ -214,37 +290,76 @@ def make_plan(
     dtype: torch.dtype,
     budget: Optional[int],
     explicit_budget: bool = False,
+    *,
+    min_side: int = 1,
 ) -> hd.Plan:
     """The strategy's regions for ``size`` and ``hole``, checked against ``budget`` bytes: an
     ``original`` run (or a ``crop`` below its trigger size) that would not fit becomes ``crop``
-    with a note; a run that cannot fit either way raises InsufficientMemoryError."""
-    height, width = size
-    whole = [hd.Box(0, 0, height, width)]
-    if hd.uses_crop(settings, height, width):
-        plan = hd.Plan(settings.strategy, "crop", size, hd.plan_crops(hole, settings.crop_margin))
-    elif settings.strategy == "resize" and hd.resized_size(settings, height, width) is not None:
-        plan = hd.Plan(settings.strategy, "resize", size, whole, run_size=hd.resized_size(settings, height, width))
-    else:
-        plan = hd.Plan(settings.strategy, "original", size, whole)
+    with a note; a run that cannot fit either way raises InsufficientMemoryError.
 
-    def peak(p: hd.Plan) -> Optional[int]:
-        sizes = [p.run_size] if p.run_size is not None else [(b.height, b.width) for b in p.boxes]
-        estimates = [memory.estimate_peak_bytes(backend, dtype, h, w) for h, w in sizes]
+    Planning the crops is checked against the same budget before each of its two stages (finding
+    the hole regions, merging their boxes), so a mask made to be expensive to plan fails with the
+    numbers instead of exhausting the machine.  ``min_side`` is the smallest side the network
+    takes: crop boxes are grown to it, and a resized run keeps its short side at least that long."""
+    import numpy as np
+
+    height, width = size
+    source = "max_memory" if explicit_budget else "available memory"
+    whole = [hd.Box(0, 0, height, width)]
+    run_size = hd.resized_size(settings, height, width, min_side)
+
+    def largest(sizes: np.ndarray) -> Optional[int]:
+        """The estimate of the largest of these (height, width) runs; None if any has none."""
+        if not len(sizes):
+            return None
+        # The estimate depends on the sizes padded to the network's multiple only.
+        padded = np.unique(-(-np.asarray(sizes, np.int64) // PAD_MODULO), axis=0) * PAD_MODULO
+        estimates = [memory.estimate_peak_bytes(backend, dtype, int(h), int(w)) for h, w in padded]
         return None if any(e is None for e in estimates) else max(estimates)
 
-    plan.peak_bytes = peak(plan)
-    plan.budget_bytes = budget
+    def check_planning(need: int, what: str) -> None:
+        if budget is not None and need > budget:
+            raise memory.InsufficientMemoryError(
+                f"{what} of the {width}x{height} mask needs about {memory.format_bytes(need)}, more than the "
+                f"{memory.format_bytes(budget)} of {source}. Use a larger crop_margin (hole regions closer than "
+                f"twice the margin are grouped first), hd_strategy='resize' (--hd-strategy resize), or raise "
+                f"max_memory if the machine has the memory.")
+
+    def crops() -> hd.Plan:
+        margin = settings.crop_margin
+        if budget is not None:
+            counts = hd.grouping_size(hole, margin, min_side)
+            check_planning(memory.estimate_grouping_bytes(*counts),
+                           f"finding the hole regions (up to {counts.components} of them)")
+        regions = hd.crop_regions(hole, margin, min_side)
+        check_planning(memory.estimate_merging_bytes(len(regions)), f"merging the {len(regions)} crop boxes")
+        merged = hd.merge_crops(regions, height, width)
+        del regions
+        cropped = hd.Plan(settings.strategy, "crop", size, hd.as_boxes(merged))
+        cropped.peak_bytes = largest(np.stack([merged[:, 2] - merged[:, 0], merged[:, 3] - merged[:, 1]], axis=1))
+        cropped.budget_bytes = budget
+        return cropped
+
+    if hd.uses_crop(settings, height, width):
+        plan = crops()
+    else:
+        if run_size is not None:
+            plan = hd.Plan(settings.strategy, "resize", size, whole, run_size=run_size)
+        else:
+            plan = hd.Plan(settings.strategy, "original", size, whole)
+        plan.peak_bytes = largest(np.array([run_size or (height, width)]))
+        plan.budget_bytes = budget
     if budget is None or plan.peak_bytes is None or plan.peak_bytes <= budget:
         return plan
-    source = "max_memory" if explicit_budget else "available memory"
     need = (f"inpainting {width}x{height} with the {plan.strategy} strategy ({backend} backend, "
             f"{str(dtype).replace('torch.', '')}) needs about {memory.format_bytes(plan.peak_bytes)}, "
             f"more than the {memory.format_bytes(budget)} of {source}")
     if plan.strategy == "original":
-        cropped = hd.Plan(settings.strategy, "crop", size, hd.plan_crops(hole, settings.crop_margin))
-        cropped.peak_bytes = peak(cropped)
-        cropped.budget_bytes = budget
-        if cropped.peak_bytes is not None and cropped.peak_bytes <= budget:
+        cropped = crops()
+        if cropped.peak_bytes is None:  # no hole: the crop strategy runs nothing
+            cropped.notes.append(f"{need}; switched to the crop strategy, which has nothing to run")
+            return cropped
+        if cropped.peak_bytes <= budget:
             cropped.notes.append(f"{need}; switched to the crop strategy, which needs about "
                                  f"{memory.format_bytes(cropped.peak_bytes)}")
             return cropped

@@ -72,7 +72,14 @@ def parse_size(value: Union[int, str]) -> int:
 
 
 def format_bytes(size: int) -> str:
-    return f"{size / (1 << 30):.2f} GiB" if size >= (1 << 30) else f"{size / (1 << 20):.0f} MiB"
+    """A byte count for messages: ``1.50 GiB``, ``300 MiB``, ``12 KiB``, ``512 bytes``."""
+    if size >= 1 << 30:
+        return f"{size / (1 << 30):.2f} GiB"
+    if size >= 1 << 20:
+        return f"{size / (1 << 20):.0f} MiB"
+    if size >= 1 << 10:
+        return f"{size / (1 << 10):.0f} KiB"
+    return f"{size} byte" + ("" if size == 1 else "s")
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -96,6 +103,33 @@ def _interpolate(points: Sequence[Tuple[int, int]], pixels: int) -> float:
     if len(envelope) > 1:
         slope = max(slope, (last - envelope[-2][1]) / (last_px - envelope[-2][0]))
     return last + slope * (pixels - last_px)
+
+
+# Crop planning (lama_fast.hd): extra peak memory of its two stages on the development machine,
+# measured by bench/crop_plan_bench.py --stages over masks from one blob to millions of regions
+# (bench/results/crop_plan.md), rounded up.  Finding the regions reads the mask in bands and keeps a
+# few numbers per component it meets (hd.grouping_size bounds both); merging keeps a few arrays per
+# region box, compares a few boxes pair by pair or draws rasters in bands, and makes the plan's Box
+# tuples.
+PLAN_BYTES_PER_BAND_CELL = 8
+PLAN_BYTES_PER_GRID_CELL = 8
+PLAN_BYTES_PER_BAND_RUN = 160
+PLAN_BYTES_PER_COMPONENT = 160
+PLAN_BYTES_PER_BOX = 352
+PLAN_RASTER_BYTES = 32 << 20
+
+
+def estimate_grouping_bytes(band_cells: int, band_runs: int, components: int, grid_cells: int = 0) -> int:
+    """Estimated extra memory of hd.crop_regions, from the counts of hd.grouping_size."""
+    total = PLAN_BYTES_PER_BAND_CELL * band_cells + PLAN_BYTES_PER_BAND_RUN * band_runs
+    total += PLAN_BYTES_PER_COMPONENT * components + PLAN_BYTES_PER_GRID_CELL * grid_cells
+    return int(total * SAFETY)
+
+
+def estimate_merging_bytes(boxes: int) -> int:
+    """Estimated extra memory of merging ``boxes`` crop boxes (hd.merge_crops, then hd.as_boxes)."""
+    # A few boxes are compared pair by pair (their square, in slices); more are drawn band by band.
+    return int((PLAN_BYTES_PER_BOX * boxes + min(PLAN_RASTER_BYTES, 16 * boxes * boxes)) * SAFETY)
 
 
 def estimate_peak_bytes(backend: str, dtype: torch.dtype, height: int, width: int) -> Optional[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import textwrap
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import lama_fast
@@ -62,6 +64,11 @@ def files_under(folder: Path):
 
 def pixels(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path))
+
+
+def contents(folder: Path):
+    """Every file under ``folder`` with its bytes."""
+    return {name: (folder / name).read_bytes() for name in files_under(folder)}
 
 
 @pytest.fixture()
@@ -130,6 +137,35 @@ def test_an_output_folder_inside_the_input_is_not_read(tmp_path):
     write_mask(root / "results" / "a_mask.png")  # an output of an earlier run
     plan = batch.plan_folder(root, root / "results")
     assert [job.mask for job in plan.jobs] == [root / "a_mask.png"] and not plan.failures
+
+
+def test_an_output_folder_inside_the_input_may_hold_the_runs_own_results(tmp_path):
+    root, out = tmp_path / "in", tmp_path / "in" / "results"
+    write_image(root / "shot.png")
+    write_mask(root / "shot_mask.png")
+    write_mask(root / "shot_mask_mask.png")  # its image is shot_mask.png
+    before = contents(root)
+    # The outputs results/shot_mask.png and results/shot_mask_mask.png pair with each other by
+    # LaMa's rule: as this plan's own outputs they are not input pairs that the output folder holds.
+    for overwrite, counts in ((False, (2, 0)), (False, (0, 2)), (True, (2, 0))):
+        plan = batch.plan_folder(root, out)
+        assert [job.output for job in plan.jobs] == [out / "shot_mask.png", out / "shot_mask_mask.png"]
+        summary = batch.run_batch(plan, lambda image, mask: image, overwrite=overwrite, progress=False)
+        assert (summary.done, summary.skipped, summary.failed) == (*counts, 0)
+    assert {n: b for n, b in contents(root).items() if not n.startswith("results/")} == before
+    assert files_under(out) == ["shot_mask.png", "shot_mask_mask.png"]
+
+
+def test_an_output_folder_inside_the_mask_folder_holding_pairs_is_refused(tmp_path):
+    images, masks = tmp_path / "in", tmp_path / "masks"
+    write_image(images / "a.png")
+    write_mask(masks / "a.png")
+    write_image(images / "done" / "sub" / "b.png")
+    write_mask(masks / "done" / "sub" / "b.png")
+    with pytest.raises(ValueError) as raised:
+        batch.plan_folder(images, masks / "done", mask_dir=masks)
+    assert str(raised.value) == (f"{masks / 'done'}: the output folder holds 1 image/mask pair of the mask folder "
+                                 f"(e.g. sub/b.png); choose an output folder outside {masks} or move them")
 
 
 def test_mask_dir_pairs_by_relative_path_and_stem(tmp_path):
@@ -208,6 +244,26 @@ def test_outputs_never_replace_inputs(capsys, ckpt, tmp_path, no_model):
                    f"would replace the input {mask}; choose an output folder apart from the inputs\n")
     nested.unlink()
     assert {p: p.read_bytes() for p in root.iterdir() if p.is_file()} == before
+
+
+def test_an_output_folder_holding_pairs_of_the_input_is_refused(capsys, ckpt, tmp_path, no_model):
+    root, out = tmp_path / "in", tmp_path / "in" / "results"
+    write_image(root / "a.png")
+    write_mask(root / "a_mask.png")
+    # A copy of the pair in the output folder: its mask is where a_mask.png's output would go.
+    write_image(out / "a.png", seed=1)
+    write_mask(out / "a_mask.png", box=(0, 0, 5, 5))
+    write_image(out / "sub" / "b.jpg")
+    write_mask(out / "sub" / "b_mask.png")
+    write_mask(out / "sub" / "b_mask2.png")
+    write_mask(out / "c_mask.png")  # an earlier result without its image: not a pair
+    before = contents(tmp_path)
+    for overwrite in ((), ("--overwrite",)):
+        code, stdout, err = run(capsys, "inpaint", root, "-o", out, "--checkpoint", ckpt, *overwrite)
+        assert code == 2 and stdout == ""
+        assert err == (f"lama-fast inpaint: {out}: the output folder holds 3 image/mask pairs of the input folder "
+                       f"(e.g. a.png); choose an output folder outside {root} or move them\n")
+        assert contents(tmp_path) == before
 
 
 def test_existing_outputs_are_skipped_and_overwrite_redoes_them(capsys, ckpt, tmp_path, monkeypatch):
@@ -413,6 +469,177 @@ def test_a_killed_folder_run_resumes_without_loss(capsys, ckpt, tmp_path):
     assert files_under(out) == expected, "every output exactly once, and no temporary or partial file"
 
     code, stdout, err = run(capsys, "inpaint", root, "-o", reference, "--checkpoint", ckpt)
+    assert code == 0 and summary_counts(stdout) == (len(expected), 0, 0, 0), err
+    for name in expected:
+        np.testing.assert_array_equal(pixels(out / name), pixels(reference / name), err_msg=name)
+
+
+# ---------------------------------------------------------------- runs sharing an output folder
+
+
+def start_time(pid: int) -> int:
+    """Field 22 of /proc/PID/stat: when the process started, in clock ticks after boot."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[19])
+
+
+needs_proc_and_flock = pytest.mark.skipif(not Path("/proc/self/stat").is_file() or os.name != "posix",
+                                          reason="reads process start times from /proc and locks with flock")
+
+
+@needs_proc_and_flock
+def test_only_temporaries_whose_writer_is_gone_are_removed(tmp_path):
+    import fcntl
+
+    out = tmp_path / "out"
+    out.mkdir()
+    jobs = [batch.Job(tmp_path / "a.png", tmp_path / "a_mask.png", out / "a_mask.png")]
+    me, started = os.getpid(), start_time(os.getpid())
+    never = int(Path("/proc/sys/kernel/pid_max").read_text())  # pids stay below pid_max
+    names = {
+        "live": f".a_mask.png.{me}-{started}-1a2b3c4d.tmp",  # this process writes it
+        "reused": f".a_mask.png.{me}-{started + 1}-1a2b3c4d.tmp",  # an earlier process with this pid
+        "dead": f".a_mask.png.{never}-{started}-1a2b3c4d.tmp",
+        "locked": f".b_mask.jpg.{never}-{started}-5e6f7a8b.tmp",  # a writer in another pid namespace
+        "earlier version": ".c_mask.png.k3j_9x2a.tmp",
+        "not an image": f".notes.txt.{never}-{started}-1a2b3c4d.tmp",
+        "not ours": ".notes.tmp",
+    }
+    for name in names.values():
+        (out / name).write_bytes(b"half a png")
+    lock = os.open(out / names["locked"], os.O_RDWR)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        assert batch.remove_leftovers(jobs) == sorted(out / names[k] for k in ("dead", "earlier version", "reused"))
+    finally:
+        os.close(lock)
+    assert files_under(out) == sorted(names[k] for k in ("live", "locked", "not an image", "not ours"))
+    assert batch.remove_leftovers(jobs) == [out / names["locked"]]  # its lock is gone with its writer
+
+    # atomic_write's own temporary file names this process and is kept while it is written.
+    (out / names["live"]).unlink()
+    seen = []
+
+    def write(tmp):
+        Path(tmp).write_bytes(b"done")
+        seen.append((Path(tmp).name, batch.remove_leftovers(jobs), batch.being_written(out / "a_mask.png")))
+
+    batch.atomic_write(out / "a_mask.png", write)
+    [(name, removed, busy)] = seen
+    assert re.fullmatch(rf"\.a_mask\.png\.{me}-{started}-[0-9a-f]{{8}}\.tmp", name) and removed == [] and busy
+    assert files_under(out) == sorted(["a_mask.png", names["not an image"], names["not ours"]])
+    assert not batch.being_written(out / "a_mask.png")
+
+
+# Writes its argv[2] with lama_fast._io.atomic_write (loaded alone: no torch to import), names its
+# temporary file in argv[3], and waits inside the write until argv[4] exists.
+SLOW_WRITER = textwrap.dedent("""
+    import importlib.util, sys, time
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("lama_io", sys.argv[1])
+    io = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(io)
+
+    def write(tmp):
+        Path(tmp).write_bytes(b"written by " + str(sys.argv[5]).encode())
+        Path(sys.argv[3] + ".part").write_text(tmp)
+        Path(sys.argv[3] + ".part").rename(sys.argv[3])
+        while not Path(sys.argv[4]).exists():
+            time.sleep(0.002)
+
+    io.atomic_write(Path(sys.argv[2]), write)
+""")
+
+
+@needs_proc_and_flock
+def test_a_running_writers_temporary_is_kept_and_a_killed_ones_removed(tmp_path):
+    out = tmp_path / "out"
+    output = out / "a_mask.png"
+    jobs = [batch.Job(tmp_path / "a.png", tmp_path / "a_mask.png", output)]
+
+    def start_writer(label):
+        told, go = tmp_path / f"{label}.told", tmp_path / f"{label}.go"
+        child = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, batch.__file__.replace("batch.py", "_io.py"),
+                                  str(output), str(told), str(go), label])
+        deadline = time.monotonic() + 60
+        while not told.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert told.exists(), f"the writer did not start (exit {child.poll()})"
+        return child, Path(told.read_text()), go
+
+    # What a second folder run does at its start while the first writes: it must leave the file be.
+    child, tmp, go = start_writer("first")
+    try:
+        assert batch.remove_leftovers(jobs) == [] and tmp.exists() and batch.being_written(output)
+        assert re.fullmatch(rf"\.a_mask\.png\.{child.pid}-{start_time(child.pid)}-[0-9a-f]{{8}}\.tmp", tmp.name)
+    finally:
+        go.touch()
+        assert child.wait(timeout=60) == 0
+    assert files_under(out) == ["a_mask.png"] and output.read_bytes() == b"written by first"
+
+    child, tmp, go = start_writer("killed")
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=60)
+    assert files_under(out) == [tmp.name, "a_mask.png"] and not batch.being_written(output)
+    assert batch.remove_leftovers(jobs) == [tmp]
+    assert files_under(out) == ["a_mask.png"] and output.read_bytes() == b"written by first"
+
+
+# Imports the CLI, waits until argv[1] exists, then runs it with the rest of argv on one thread
+# (two runs of two threads each on a small machine spend their time waiting for each other).
+WAIT_THEN_RUN = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    import torch
+    from lama_fast.cli import main
+    torch.set_num_threads(1)
+    while not Path(sys.argv[1]).exists():
+        time.sleep(0.002)
+    sys.exit(main(sys.argv[2:]))
+""")
+
+
+def test_two_runs_into_one_output_folder_both_succeed(capsys, ckpt, tmp_path):
+    """Two folder runs on the same folders, the second started once the first writes: both exit 0,
+    neither removes the other's temporary files, and the outputs are a single run's, once each."""
+    root, out, reference = tmp_path / "in", tmp_path / "out", tmp_path / "reference"
+    expected = []
+    for i in range(12):
+        folder = root / ("" if i < 6 else "sub")
+        write_image(folder / f"p{i:02d}.png", size=(192, 144), seed=i)
+        write_mask(folder / f"p{i:02d}_mask.png", size=(192, 144), box=(10 + 5 * i, 20, 90 + 5 * i, 100))
+        expected.append(str((folder / f"p{i:02d}_mask.png").relative_to(root)))
+    expected.sort()
+    go = [tmp_path / "go1", tmp_path / "go2"]
+    runs = [subprocess.Popen([sys.executable, "-c", WAIT_THEN_RUN, str(g), "inpaint", str(root), "-o", str(out),
+                              "--checkpoint", str(ckpt)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, cwd=tmp_path) for g in go]
+    try:
+        go[0].touch()
+        deadline = time.monotonic() + 120
+        while not (out.exists() and any(out.rglob("*.tmp"))) and runs[0].poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.002)
+        go[1].touch()
+        ended = [r.communicate(timeout=300) for r in runs]
+    finally:
+        for r in runs:
+            if r.poll() is None:
+                r.kill()
+    for r, (stdout, stderr) in zip(runs, ended):
+        assert r.returncode == 0, stderr
+        done, skipped, failed, _ = summary_counts(stdout)
+        assert done + skipped == len(expected) and failed == 0, stdout
+        assert "temporary files left by an interrupted run" not in stderr
+    assert sum(summary_counts(stdout)[0] for stdout, _ in ended) >= len(expected)
+    assert files_under(out) == expected, "every output exactly once, and no temporary file"
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the two runs: the same kernels, the same sums
+    try:
+        code, stdout, err = run(capsys, "inpaint", root, "-o", reference, "--checkpoint", ckpt)
+    finally:
+        torch.set_num_threads(threads)
     assert code == 0 and summary_counts(stdout) == (len(expected), 0, 0, 0), err
     for name in expected:
         np.testing.assert_array_equal(pixels(out / name), pixels(reference / name), err_msg=name)

@@ -408,14 +408,13 @@ def test_payload_in_torchscript_archive(tmp_path):
     assert_clean(sentinel)
 
 
-def test_legacy_format_with_payload_is_refused(tiny, tmp_path):
+def test_legacy_format_with_payload_loads_without_running_it(tiny, tmp_path):
     sentinel = tmp_path / "RAN"
     good, evil = tmp_path / "good.pth", tmp_path / "evil.pth"
     torch.save(tiny, good, _use_new_zipfile_serialization=False)
     torch.save({"state_dict": tiny, "x": ShellPayload(sentinel)}, evil, _use_new_zipfile_serialization=False)
     assert_same_tensors(read_state_dict(good), tiny)
-    with pytest.raises(CheckpointError, match="legacy"):
-        read_state_dict(evil)
+    assert_same_tensors(read_state_dict(evil), tiny)
     assert_clean(sentinel)
 
 

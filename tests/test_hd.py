@@ -17,9 +17,19 @@ from lama_fast.inpaint import make_plan
 from lama_fast.model.random import random_generator
 
 
-def _reference_crops(hole: np.ndarray, margin: int):
+def _reference_grow(low: int, high: int, need: int, size: int):
+    """A side grown to ``need`` (at most ``size``) around its centre, the odd pixel after, kept inside."""
+    need = min(need, size)
+    if high - low >= need:
+        return low, high
+    start = min(max(low - (need - (high - low)) // 2, 0), size - need)
+    return start, start + need
+
+
+def _reference_crops(hole: np.ndarray, margin: int, min_side: int = 1):
     """The crop rule stated directly: 8-connected regions by breadth-first search, bounding
-    boxes grown by the margin and clipped, boxes that overlap merged until none do."""
+    boxes grown by the margin and clipped, sides shorter than min_side grown to it, boxes that
+    overlap merged until none do."""
     height, width = hole.shape
     seen = np.zeros_like(hole, dtype=bool)
     boxes = []
@@ -37,8 +47,9 @@ def _reference_crops(hole: np.ndarray, margin: int):
                     if 0 <= ny < height and 0 <= nx < width and hole[ny, nx] and not seen[ny, nx]:
                         seen[ny, nx] = True
                         queue.append((ny, nx))
-        boxes.append([max(0, top - margin), max(0, left - margin),
-                      min(height, bottom + 1 + margin), min(width, right + 1 + margin)])
+        top, bottom = _reference_grow(max(0, top - margin), min(height, bottom + 1 + margin), min_side, height)
+        left, right = _reference_grow(max(0, left - margin), min(width, right + 1 + margin), min_side, width)
+        boxes.append([top, left, bottom, right])
     merged = True
     while merged:
         merged = False
@@ -76,6 +87,209 @@ def test_crop_boxes_follow_the_stated_rule(margin, seed):
     for top, left, bottom, right in got:
         cover[top:bottom, left:right] += 1
     assert (cover[hole] == 1).all()
+
+
+def _random_mask(rng, kind: int, height: int, width: int) -> np.ndarray:
+    """Small hostile masks: noise, dots on a grid, bars, Ls with a dot in their corner (boxes that
+    meet only once their neighbours have merged), and a checkerboard."""
+    if kind == 0:
+        return rng.random((height, width)) < rng.choice([0.01, 0.05, 0.2, 0.5])
+    hole = np.zeros((height, width), bool)
+    if kind == 1:
+        step = int(rng.integers(2, 6))
+        hole[int(rng.integers(0, step))::step, int(rng.integers(0, step))::step] = True
+    elif kind == 2:
+        for _ in range(int(rng.integers(1, 14))):
+            y, x = rng.integers(0, height), rng.integers(0, width)
+            hole[y:y + rng.integers(1, 12), x:x + rng.integers(1, 3)] = True
+            y, x = rng.integers(0, height), rng.integers(0, width)
+            hole[y:y + rng.integers(1, 3), x:x + rng.integers(1, 12)] = True
+    elif kind == 3:
+        for _ in range(int(rng.integers(1, 10))):
+            y, x, arm = rng.integers(0, height), rng.integers(0, width), int(rng.integers(2, 15))
+            hole[y, x:x + arm] = True
+            hole[y:y + arm, x] = True
+            hole[min(height - 1, y + arm - 1), min(width - 1, x + arm - 1)] = True
+    else:
+        hole[::2, ::2] = True
+        hole[1::2, 1::2] = rng.random() < 0.5
+    return hole
+
+
+@pytest.mark.parametrize("paths", ["as shipped", "every path"])
+def test_crop_boxes_follow_the_stated_rule_on_many_small_masks(paths, monkeypatch):
+    """Hundreds of masks of many small regions, margins 0 and 1 most often, min_side 1 and more:
+    the boxes equal the reference's.  "every path" shrinks the thresholds so that small masks go
+    through the raster, the bucket index, the rebuilt index and bands of one row too."""
+    rng = np.random.default_rng(11 if paths == "as shipped" else 12)
+    for case in range(220):
+        if paths == "every path":
+            monkeypatch.setattr(hd, "_PAIRWISE_BOXES", int(rng.choice([0, 2])))
+            monkeypatch.setattr(hd, "_FULL_ROUND_BOXES", int(rng.choice([0, 1, 3])))
+            monkeypatch.setattr(hd, "_LOOSE_BOXES", int(rng.choice([0, 1, 5])))
+            monkeypatch.setattr(hd, "_BAND_CELLS", int(rng.choice([1, 7, 64])))
+        height, width = (int(v) for v in rng.integers(1, 48, size=2))
+        hole = _random_mask(rng, case % 5, height, width)
+        margin = int(rng.choice([0, 0, 1, 1, 2, 3, 6, 40]))
+        min_side = int(rng.choice([1, 1, 2, 5, 9]))
+        got = [tuple(b) for b in hd.plan_crops(torch.from_numpy(hole), margin, min_side)]
+        assert got == _reference_crops(hole, margin, min_side), (case, height, width, margin, min_side)
+        cover = np.zeros((height, width), int)
+        for top, left, bottom, right in got:
+            cover[top:bottom, left:right] += 1
+            assert min(bottom - top, height) >= min(min_side, height) and right - left >= min(min_side, width)
+        assert (cover[hole] == 1).all()
+
+
+def test_crop_boxes_follow_the_stated_rule_with_large_margins():
+    """Margins from 33 to 300 group pixels on cells of 32 linked up to 17 cells apart before merging."""
+    rng = np.random.default_rng(5)
+    for case in range(40):
+        height, width = (int(v) for v in rng.integers(60, 320, size=2))
+        hole = np.zeros((height, width), bool)
+        for _ in range(int(rng.integers(1, 25))):
+            y, x = rng.integers(0, height), rng.integers(0, width)
+            hole[y:y + rng.integers(1, 20), x:x + rng.integers(1, 20)] = True
+        hole |= rng.random((height, width)) < 0.0004
+        margin = int(rng.choice([33, 48, 64, 100, 128, 300]))
+        min_side = int(rng.choice([1, 9]))
+        got = [tuple(b) for b in hd.plan_crops(torch.from_numpy(hole), margin, min_side)]
+        assert got == _reference_crops(hole, margin, min_side), (case, height, width, margin, min_side)
+
+
+def _cascade(height: int, width: int, bar: int = 4) -> np.ndarray:
+    """Bars of one pixel's width for margin 1, each put where its box overlaps the bounding box of
+    the boxes before it and none of them (its pixels 3 or more from theirs): one round per bar."""
+    hole = np.zeros((height, width), bool)
+    boxes = np.zeros_like(hole)
+    near = np.zeros_like(hole)
+
+    def add(y0, y1, x0, x1):
+        hole[y0:y1, x0:x1] = True
+        boxes[max(0, y0 - 1):y1 + 1, max(0, x0 - 1):x1 + 1] = True
+        near[max(0, y0 - 2):y1 + 2, max(0, x0 - 2):x1 + 2] = True
+
+    cy, cx = height // 2, width // 2
+    add(cy, cy + 1, cx, cx + bar)  # an L of two bars 2 apart: their merged box has room inside
+    add(cy + 2, cy + 2 + bar, cx - 2, cx - 1)
+    top, bottom, left, right = cy - 1, cy + 3 + bar, cx - 3, cx + bar + 1
+    placed = True
+    while placed:
+        placed = False
+        for spot in ([(bottom, bottom + bar, x, x + 1) for x in range(left + 1, right - 1)]
+                     + [(y, y + 1, right, right + bar) for y in range(top + 1, bottom - 1)]
+                     + [(top - bar, top, x, x + 1) for x in range(left + 1, right - 1)]
+                     + [(y, y + 1, left - bar, left) for y in range(top + 1, bottom - 1)]):
+            y0, y1, x0, x1 = spot
+            if y0 >= 1 and x0 >= 1 and y1 < height and x1 < width and not boxes[y0 - 1:y1 + 1, x0 - 1:x1 + 1].any() \
+                    and not near[y0:y1, x0:x1].any():
+                add(*spot)
+                top, bottom, left, right = min(top, y0 - 1), max(bottom, y1 + 1), min(left, x0 - 1), max(right, x1 + 1)
+                placed = True
+                break
+    return hole
+
+
+def test_a_cascade_merges_one_box_per_round_to_the_end():
+    """Each bar's box meets the others' only once those before it have merged."""
+    hole = _cascade(70, 90)
+    regions = hd.crop_regions(torch.from_numpy(hole), 1)
+    assert len(regions) > 20
+    whole = (*regions[:, :2].min(axis=0).tolist(), *regions[:, 2:].max(axis=0).tolist())
+    assert [tuple(b) for b in hd.plan_crops(torch.from_numpy(hole), 1)] == _reference_crops(hole, 1) == [whole]
+    # A cascade indeed: but for the first L (one region) and the two bars beside it, no region's box
+    # overlaps another's, yet all end in one box.
+    top, left, bottom, right = regions.T
+    overlap = ((top[:, None] < bottom) & (top < bottom[:, None]) & (left[:, None] < right) & (left < right[:, None]))
+    assert (overlap.sum(axis=1) == 1).sum() >= len(regions) - 3
+
+
+def test_min_side_grows_short_boxes_around_their_centre_and_inside_the_image():
+    hole = torch.zeros(100, 120, dtype=torch.bool)
+    hole[50, 60] = True   # in the middle: 9 x 9 around it
+    hole[0, 0] = True     # in a corner: shifted inside
+    hole[99, 10:14] = True  # at the bottom, 4 wide: 9 x 9, the odd pixel after the centre
+    boxes = hd.plan_crops(hole, 0, min_side=9)
+    assert boxes == [hd.Box(0, 0, 9, 9), hd.Box(46, 56, 55, 65), hd.Box(91, 8, 100, 17)]
+    assert hd.plan_crops(hole, 0) == [hd.Box(0, 0, 1, 1), hd.Box(50, 60, 51, 61), hd.Box(99, 10, 100, 14)]
+    # Two pixels 6 apart: their boxes overlap once grown to 9, and merge.
+    two = torch.zeros(40, 40, dtype=torch.bool)
+    two[20, 10] = two[20, 16] = True
+    assert hd.plan_crops(two, 0, min_side=9) == [hd.Box(16, 6, 25, 21)]
+    assert hd.plan_crops(two, 0, min_side=6) == [hd.Box(18, 8, 24, 14), hd.Box(18, 14, 24, 20)]
+    # An image thinner than min_side: the box takes the whole side, never more.
+    thin = torch.zeros(5, 50, dtype=torch.bool)
+    thin[2, 25] = True
+    assert hd.plan_crops(thin, 1, min_side=9) == [hd.Box(0, 21, 5, 30)]
+
+
+def test_resize_keeps_the_short_side_at_min_side():
+    settings = hd.HDSettings("resize", resize_limit=1280)
+    assert hd.resized_size(settings, 2000, 3000, min_side=9) == hd.resized_size(settings, 2000, 3000) == (853, 1280)
+    # 100 x 20000 would run at 6 x 1280: the short side stays at 9 and the long one follows the ratio.
+    assert hd.resized_size(settings, 100, 20000) == (6, 1280)
+    assert hd.resized_size(settings, 100, 20000, min_side=9) == (9, 1800)
+    assert hd.resized_size(settings, 20000, 100, min_side=9) == (1800, 9)
+    # A short side already below min_side is not scaled down (nor is anything else).
+    assert hd.resized_size(settings, 5, 20000, min_side=9) is None
+    assert hd.resized_size(settings, 5, 20000) == (1, 1280)
+    hole = torch.zeros(100, 20000, dtype=torch.bool)
+    hole[40:60, 100:200] = True
+    plan = make_plan(settings, (100, 20000), hole, "reference", torch.float32, None, min_side=9)
+    assert plan.strategy == "resize" and plan.run_size == (9, 1800)
+    plan = make_plan(hd.HDSettings("crop", crop_margin=0, crop_trigger_size=0), (100, 20000), hole, "reference",
+                     torch.float32, None, min_side=25)
+    assert plan.boxes == [hd.Box(38, 100, 63, 200)]
+
+
+def test_planning_that_would_not_fit_fails_with_its_numbers_before_it_runs():
+    hole = torch.zeros(600, 900, dtype=torch.bool)
+    hole[::3, ::3] = True  # 60000 regions at margin 1
+    settings = hd.HDSettings("crop", crop_margin=1, crop_trigger_size=0)
+    counts = hd.grouping_size(hole, 1)
+    assert counts.components >= 60000
+    grouping = memory.estimate_grouping_bytes(*counts)
+    with pytest.raises(memory.InsufficientMemoryError) as info:
+        make_plan(settings, (600, 900), hole, "reference", torch.float32, grouping - 1, explicit_budget=True)
+    assert str(info.value) == (
+        f"finding the hole regions (up to {counts.components} of them) of the 900x600 mask needs about "
+        f"{memory.format_bytes(grouping)}, more than the {memory.format_bytes(grouping - 1)} of max_memory. Use a "
+        f"larger crop_margin (hole regions closer than twice the margin are grouped first), hd_strategy='resize' "
+        f"(--hd-strategy resize), or raise max_memory if the machine has the memory.")
+    merging = memory.estimate_merging_bytes(60000)
+    assert merging > grouping
+    with pytest.raises(memory.InsufficientMemoryError, match=re.escape(
+            f"merging the 60000 crop boxes of the 900x600 mask needs about {memory.format_bytes(merging)}, more "
+            f"than the {memory.format_bytes(merging - 1)} of available memory. Use a larger crop_margin")):
+        make_plan(settings, (600, 900), hole, "reference", torch.float32, merging - 1)
+    # With room for both, the run's own estimate is what is checked next.
+    plan = make_plan(settings, (600, 900), hole, "reference", torch.float32, merging)
+    assert len(plan.boxes) == 60000 and plan.peak_bytes == memory.estimate_peak_bytes("reference", torch.float32, 3, 3)
+    # The original strategy falls back on crops only after planning them under the same check.
+    with pytest.raises(memory.InsufficientMemoryError, match="^finding the hole regions"):
+        make_plan(hd.HDSettings("original", crop_margin=1), (600, 900), hole, "reference", torch.float32, grouping - 1)
+
+
+def test_labels_take_few_rounds_on_snakes_combs_and_shuffled_chains():
+    """Shapes on which propagating the smallest label moves it one step per round: a spiral path,
+    a comb reached from its spine, a chain whose nodes are numbered at random.  The labels are
+    right, and the chain of 200000 nodes would take some 60000 rounds of the old propagation."""
+    spiral = np.zeros((301, 303), bool)
+    for ring in range(76):
+        t, l, b, r = 2 * ring, 2 * ring, 300 - 2 * ring, 302 - 2 * ring
+        spiral[t, max(0, l - 2):r + 1] = spiral[t:b + 1, r] = spiral[b, l:r + 1] = spiral[t + 2:b + 1, l] = True
+    comb = np.zeros((301, 303), bool)
+    comb[-1] = comb[:, ::2] = True
+    for grid in (spiral, comb):
+        labels = hd._label_cells(torch.from_numpy(grid)).numpy()
+        assert labels[grid].min() == 0 and labels[grid].max() == 0 and (labels[~grid] == -1).all()
+    order = np.random.default_rng(0).permutation(200000)
+    roots = hd._components(200000, order[:-1], order[1:])
+    assert (roots == 0).all()
+    # Two chains stay two components.
+    roots = hd._components(200000, np.concatenate([order[:99999], order[100000:-1]]),
+                           np.concatenate([order[1:100000], order[100001:]]))
+    assert np.unique(roots).size == 2
 
 
 def test_far_apart_regions_get_their_own_boxes_and_near_ones_one():
@@ -263,6 +477,22 @@ def test_available_memory_is_read_from_this_machine():
     with open("/proc/meminfo", encoding="ascii") as handle:
         total = int(next(line for line in handle if line.startswith("MemTotal:")).split()[1]) * 1024
     assert available <= total
+
+
+def test_explain_draws_thousands_of_regions_and_names_the_first_ones():
+    from lama_fast.explain import draw_plan
+
+    hole = np.zeros((1500, 2400), bool)
+    hole[5::20, 5::20] = True  # 9000 regions
+    plan = make_plan(hd.HDSettings("crop", crop_margin=2, crop_trigger_size=0), hole.shape, torch.from_numpy(hole),
+                     "cpu", torch.float32, None)
+    assert len(plan.boxes) == 9000
+    assert plan.describe().startswith("crop: 9000 region(s) 5x5+3+3, 5x5+23+3, ")
+    assert plan.describe().endswith(", ... (8950 more)") and plan.describe().count("x5+") == 50
+    picture = np.asarray(draw_plan(np.full((1500, 2400, 3), 200, np.uint8), hole, plan, max_side=1200))
+    assert picture.shape[1] == 1200
+    body = picture[:750]
+    assert (body == (255, 214, 0)).all(axis=-1).sum() > 1000  # outlines in the first colour
 
 
 def test_explain_picture_outlines_each_region_and_tints_the_hole():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 import zlib
@@ -11,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lama_fast.images import PreparedImage, prepare_image, prepare_mask, read_image
+from lama_fast.images import PreparedImage, check_regular_file, prepare_image, prepare_mask, read_image
 
 H, W = 6, 9
 
@@ -574,3 +575,41 @@ def test_read_image_missing_and_unreadable(tmp_path):
     truncated.write_bytes(truncated.read_bytes()[:200])
     with pytest.raises(ValueError, match=f"^cannot read image {re.escape(str(truncated))}: "):
         read_image(truncated)
+
+
+def test_read_image_refuses_paths_that_are_not_regular_files_without_opening_them(tmp_path):
+    import signal
+    import socket
+
+    def on_alarm(signum, frame):
+        pytest.fail("read_image blocked on a FIFO")
+
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(20)
+    try:
+        _raises(ValueError, f"image {fifo} is not a regular file (a FIFO); give an image file", read_image, fifo)
+        _raises(ValueError, f"mask {fifo} is not a regular file (a FIFO); give an image file",
+                read_image, fifo, "mask")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    _raises(ValueError, "image /dev/zero is not a regular file (a character device); give an image file",
+            read_image, "/dev/zero")
+    _raises(ValueError, f"image {tmp_path} is not a regular file (a directory); give an image file",
+            read_image, tmp_path)
+    with socket.socket(socket.AF_UNIX) as server:
+        sock = tmp_path / "s.png"
+        server.bind(str(sock))
+        _raises(ValueError, f"image {sock} is not a regular file (a socket); give an image file", read_image, sock)
+    # A link is followed: to an image it reads, to a FIFO it is refused.
+    image = tmp_path / "a.png"
+    Image.new("RGB", (3, 2)).save(image)
+    (tmp_path / "to_image.png").symlink_to(image)
+    (tmp_path / "to_fifo.png").symlink_to(fifo)
+    assert read_image(tmp_path / "to_image.png").size == (3, 2)
+    _raises(ValueError, f"image {tmp_path / 'to_fifo.png'} is not a regular file (a FIFO); give an image file",
+            read_image, tmp_path / "to_fifo.png")
+    _raises(FileNotFoundError, f"checkpoint {tmp_path / 'no.ckpt'} does not exist",
+            check_regular_file, tmp_path / "no.ckpt", "checkpoint", "a checkpoint")

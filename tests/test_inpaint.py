@@ -9,8 +9,9 @@ from PIL import Image
 from torch import nn
 
 import lama_fast
-from configs import TINY_CONFIG
+from configs import TINY_CONFIG, tiny_config
 from lama_fast import Inpainter, available_backends, optimize
+from lama_fast.backends import _cpu_has_bf16
 from lama_fast.inpaint import pad_to_modulo
 from lama_fast.model import build_generator
 from lama_fast.model.random import random_generator
@@ -203,6 +204,11 @@ def test_optimize_follows_the_generators_dtype_and_accepts_another():
     assert next(optimize(generator, backend="reference").parameters()).dtype == torch.float64
     assert next(optimize(generator, backend="reference", dtype=torch.float32).parameters()).dtype == torch.float32
     assert optimize(generator).compute_dtype == torch.float64
+
+
+@pytest.mark.skipif(not _cpu_has_bf16(), reason="this CPU has no bfloat16 instructions: auto takes no backend in bfloat16")
+def test_optimize_accepts_bfloat16_where_the_cpu_has_it():
+    generator = random_generator(TINY_CONFIG, seed=1).double()
     assert optimize(generator, dtype=torch.bfloat16).compute_dtype == torch.bfloat16
 
 
@@ -296,3 +302,52 @@ def test_auto_on_cuda_takes_triton_only_where_the_reference_cannot_run(monkeypat
     assert backends.select_backend("auto", "cuda", torch.bfloat16)[0].name == "triton"
     assert backends.select_backend("auto", "cuda", torch.float16)[0].name == "triton"
     assert backends.select_backend("triton", "cuda", torch.float32)[0].name == "triton"
+
+
+# --- the smallest image a generator takes ---------------------------------------------------------
+
+def _deep_inpainter(n_downsampling, backend="reference"):
+    generator = random_generator(tiny_config(n_downsampling=n_downsampling), seed=0)
+    return Inpainter(optimize(generator, backend=backend), backend)
+
+
+def test_min_side_follows_the_downsampling_depth():
+    assert Inpainter(optimize(random_generator(TINY_CONFIG, seed=0), backend="reference")).min_side == 1
+    assert _deep_inpainter(3).min_side == 9  # big-lama's depth: a 16 px padded input halves to 2 px
+    assert _deep_inpainter(4).min_side == 25
+    assert Inpainter(_Exploding()).min_side == 9  # a module that does not show its depth: big-lama's
+    # The original code's generator has no config: its stride-2 upsampling layers give the depth,
+    # in the module and in a fast module made from it.
+    generator = random_generator(TINY_CONFIG, seed=0)
+    generator.config = None
+    assert Inpainter(generator).min_side == 1
+    deep = random_generator(tiny_config(n_downsampling=4), seed=0)
+    deep.config = None
+    assert Inpainter(deep).min_side == 25
+    if available_backends()["cpu"] is None:
+        assert Inpainter(optimize(deep, backend="cpu"), "cpu").min_side == 25
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_an_image_below_min_side_is_a_value_error_and_min_side_runs(backend):
+    if available_backends()[backend] is not None:
+        pytest.skip(available_backends()[backend])
+    inpainter = _deep_inpainter(3, backend)
+    message = "image is {0}x{1} pixels; this model needs at least 9 pixels on each side"
+    for strategy in ("original", "crop", "resize"):
+        for height, width in ((8, 8), (8, 30), (30, 1)):
+            image, mask = _sample(height, width)
+            mask[...] = 255
+            with pytest.raises(ValueError, match=f"^{message.format(width, height)}$"):
+                inpainter(image, mask, hd_strategy=strategy)
+    # Whatever the mask: an empty one does not make the image acceptable.
+    image, _ = _sample(8, 8)
+    with pytest.raises(ValueError, match=f"^{message.format(8, 8)}$"):
+        inpainter(image, np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match="^images are 8x8 pixels; this model needs at least 9 pixels on each side$"):
+        inpainter.inpaint_batch(torch.rand(2, 3, 8, 8), torch.ones(2, 1, 8, 8))
+    image, mask = _sample(9, 9)
+    mask[...] = 255
+    result = inpainter(image, mask, hd_strategy="original")
+    assert result.shape == (9, 9, 3) and not np.array_equal(result, image)
+    assert inpainter.inpaint_batch(torch.rand(2, 3, 9, 9), torch.ones(2, 1, 9, 9)).shape == (2, 3, 9, 9)
