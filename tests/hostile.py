@@ -449,8 +449,23 @@ def _kib(field: str) -> int:
 
 def measure(paths: List[str], call: List[str]) -> None:
     """Load each file in this process; one JSON line each: error, seconds, peak extra MiB."""
+    import tempfile
+
+    import torch
+
     from lama_fast import checkpoint
 
+    # A first load of each format imports what loading needs: done here, so that a change of the
+    # process during an attack's load is the attack's doing.
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = {"model.0.weight": torch.ones(1)}
+        torch.save(weights, f"{tmp}/zip.pt")
+        torch.save(weights, f"{tmp}/legacy.pt", _use_new_zipfile_serialization=False)
+        import safetensors.torch
+
+        safetensors.torch.save_file(weights, f"{tmp}/st.safetensors")
+        for name in ("zip.pt", "legacy.pt", "st.safetensors"):
+            checkpoint.read_state_dict(f"{tmp}/{name}")
     for path, how in zip(paths, call):
         before = process_state()
         with open("/proc/self/clear_refs", "w") as f:
