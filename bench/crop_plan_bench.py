@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import resource
 import subprocess
@@ -315,19 +314,10 @@ def _run(args, timeout):
 def machine() -> dict:
     """CPU model, cores and library versions of this machine."""
     import numpy
-    import torch
 
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "numpy": numpy.__version__}
+    from lama_fast.timing import machine_description
+
+    return {**machine_description(), "cores": os.cpu_count(), "numpy": numpy.__version__}
 
 
 def _mib(size):

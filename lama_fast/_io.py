@@ -17,6 +17,7 @@ import errno
 import os
 import re
 import secrets
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Dict, Iterator, Optional, Tuple
@@ -180,3 +181,15 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+# What a file that is not a regular one is, by its stat mode.
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def file_kind(mode: int) -> str:
+    """A stat mode in words: "a regular file", "a directory", "a FIFO", "a character device", ..."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return next((kind for test, kind in _FILE_KINDS if test(mode)), "a special file")

@@ -17,7 +17,7 @@ from typing import Iterator, List, NoReturn, Optional, Sequence, Tuple
 
 import torch
 
-from ._io import atomic_write_bytes
+from ._io import atomic_write_bytes, file_kind
 
 CHECKPOINT_ENV = "LAMA_FAST_CHECKPOINT"
 WHERE_THE_WEIGHTS_ARE = (
@@ -109,8 +109,6 @@ def _output_file(path: Path, what: str, expected: str, folder_hint: Optional[str
     if mode is not None and stat.S_ISDIR(mode):
         raise CliError(f"the {what} {path} is a folder; {folder_hint or expected}")
     if mode is not None and not stat.S_ISREG(mode):
-        from .images import file_kind
-
         raise CliError(f"the {what} {path} is not a regular file ({file_kind(mode)}); {expected}")
     _output_location(path, what)
 
@@ -156,8 +154,6 @@ def _reading_checkpoint(path, *also_named) -> Iterator[None]:
         raise
     except OSError as exc:
         raise CliError(f"cannot read checkpoint {path}: {_reason(exc)}") from exc
-    except RecursionError as exc:
-        raise CliError(f"cannot read checkpoint {path}: it is nested too deeply to read ({exc})") from exc
 
 
 def _checkpoint_file(path) -> None:

@@ -724,38 +724,6 @@ def plan_crops(hole: torch.Tensor, margin: int = DEFAULT_CROP_MARGIN, min_side: 
     return as_boxes(merge_crops(crop_regions(hole, margin, min_side), height, width))
 
 
-def hole_boxes(hole: torch.Tensor, link_distance: int = 1) -> List[Box]:
-    """Exact pixel bounding boxes of the hole's regions.
-
-    Regions are 8-connected; with ``link_distance`` > 1 hole pixels may also be grouped when closer
-    than that (the grouping works on a grid of cells of that size).  ``hole`` is a boolean H×W tensor.
-    """
-    _check_hole(hole)
-    cell = max(1, int(link_distance))
-    return as_boxes(_hole_groups(np.ascontiguousarray(hole.cpu().numpy()), cell, 1))
-
-
-def _label_cells(cells: torch.Tensor) -> torch.Tensor:
-    """8-connected component labels of a boolean grid (True cells get a label >= 0, others -1)."""
-    grid = np.ascontiguousarray(cells.numpy())
-    rows, starts, ends = _runs(grid)
-    labels, _ = _compact(_components(rows.size, *_touching(rows, starts, ends, True)))
-    out = np.full(grid.shape, -1, np.int64)
-    lengths = ends - starts
-    first = rows * grid.shape[1] + starts
-    position = np.repeat(first - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
-    out.reshape(-1)[position] = np.repeat(labels, lengths)
-    return torch.from_numpy(out)
-
-
-def _merge_overlapping(boxes: List[Box]) -> List[Box]:
-    """Union boxes that overlap (share at least one pixel) until none do."""
-    arr = np.array(boxes, dtype=np.int64).reshape(-1, 4)
-    if not len(arr):
-        return []
-    return as_boxes(_merge_boxes(arr, int(arr[:, 2].max()), int(arr[:, 3].max())))
-
-
 def uses_crop(settings: HDSettings, height: int, width: int) -> bool:
     return settings.strategy == "crop" and max(height, width) > settings.crop_trigger_size
 

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from ._io import file_kind
+
 # Single-channel modes whose values reach prepare_mask intact; a mask may be 16-bit, an image may not.
 _WIDE_SINGLE_CHANNEL_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "I;16S", "I;16BS", "I;16LS")
 # Raw modes of a file's data with 16 bits per channel ("BGR;16" is a packed 5-6-5 pixel, not one of them).
@@ -53,18 +55,6 @@ def _wide_image_error(path: str, what: str, found: str) -> ValueError:
         f"{what} {path} is a 16-bit image ({found}); lama_fast takes 8 bits per channel: "
         f"convert it first, e.g. `magick {path} -depth 8 out.png`"
     )
-
-
-# What a file that is not a regular one is, by its stat mode.
-_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-
-
-def file_kind(mode: int) -> str:
-    """A stat mode in words: "a regular file", "a directory", "a FIFO", "a character device", ..."""
-    if stat.S_ISREG(mode):
-        return "a regular file"
-    return next((kind for test, kind in _FILE_KINDS if test(mode)), "a special file")
 
 
 def check_regular_file(path: Union[str, os.PathLike], what: str = "image", expected: str = "an image file") -> None:

@@ -88,7 +88,11 @@ class Inpainter:
     @property
     def min_side(self) -> int:
         """The fewest pixels an image may have on each side for this generator (9 for big-lama)."""
-        return self._min_side_for(self._downsamplings())
+        # Checked for every crop box; a generator without a config is walked once, not per box.
+        cached = getattr(self, "_min_side_of", None)
+        if cached is None or cached[0] is not self.generator:
+            cached = self._min_side_of = (self.generator, self._min_side_for(self._downsamplings()))
+        return cached[1]
 
     def _downsamplings(self) -> int:
         """How many times the generator halves its input: its config's ``n_downsampling`` (reference and fast

@@ -428,6 +428,17 @@ def test_run_batch_from_python_stops_on_ctrl_c_and_resumes(tmp_path):
     assert summary.skipped == 3 and not summary.model_loaded and loads == [1]
 
 
+def write_pairs(root, count, stem, sub, size, box) -> list:
+    """``count`` image/mask pairs, the second half in the subfolder ``sub``; the masks' paths, sorted."""
+    masks = []
+    for i in range(count):
+        folder = root / ("" if i < count // 2 else sub)
+        write_image(folder / f"{stem}{i:02d}.png", size=size, seed=i)
+        write_mask(folder / f"{stem}{i:02d}_mask.png", size=size, box=box(i))
+        masks.append(str((folder / f"{stem}{i:02d}_mask.png").relative_to(root)))
+    return sorted(masks)
+
+
 # ---------------------------------------------------------------- the must-hold: a killed run resumes
 
 
@@ -439,13 +450,7 @@ def test_a_killed_folder_run_resumes_without_loss(capsys, ckpt, tmp_path):
     The kill lands mid-run because the 14 images left take the tiny model about a second
     (60-80 ms each at 512x384 on 2 cores), against a 2 ms poll; the test checks that it did."""
     root, out, reference = tmp_path / "in", tmp_path / "out", tmp_path / "reference"
-    expected = []
-    for i in range(16):
-        folder = root / ("" if i < 8 else "later")
-        write_image(folder / f"frame{i:02d}.png", size=(512, 384), seed=i)
-        write_mask(folder / f"frame{i:02d}_mask.png", size=(512, 384), box=(20 + 9 * i, 30, 200 + 9 * i, 300))
-        expected.append(str((folder / f"frame{i:02d}_mask.png").relative_to(root)))
-    expected.sort()
+    expected = write_pairs(root, 16, "frame", "later", (512, 384), lambda i: (20 + 9 * i, 30, 200 + 9 * i, 300))
     command = [sys.executable, "-m", "lama_fast.cli", "inpaint", str(root), "-o", str(out), "--checkpoint", str(ckpt)]
 
     def outputs():
@@ -603,13 +608,7 @@ def test_two_runs_into_one_output_folder_both_succeed(capsys, ckpt, tmp_path):
     """Two folder runs on the same folders, the second started once the first writes: both exit 0,
     neither removes the other's temporary files, and the outputs are a single run's, once each."""
     root, out, reference = tmp_path / "in", tmp_path / "out", tmp_path / "reference"
-    expected = []
-    for i in range(12):
-        folder = root / ("" if i < 6 else "sub")
-        write_image(folder / f"p{i:02d}.png", size=(192, 144), seed=i)
-        write_mask(folder / f"p{i:02d}_mask.png", size=(192, 144), box=(10 + 5 * i, 20, 90 + 5 * i, 100))
-        expected.append(str((folder / f"p{i:02d}_mask.png").relative_to(root)))
-    expected.sort()
+    expected = write_pairs(root, 12, "p", "sub", (192, 144), lambda i: (10 + 5 * i, 20, 90 + 5 * i, 100))
     go = [tmp_path / "go1", tmp_path / "go2"]
     runs = [subprocess.Popen([sys.executable, "-c", WAIT_THEN_RUN, str(g), "inpaint", str(root), "-o", str(out),
                               "--checkpoint", str(ckpt)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

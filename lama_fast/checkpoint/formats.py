@@ -26,6 +26,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
+from .._io import file_kind
 from .limits import (
     MAX_PICKLE_BYTES, MAX_SAFETENSORS_HEADER, MAX_TENSOR_BYTES, MAX_TENSOR_DIMS, MAX_TENSORS,
     MAX_ZIP_RECORDS, NOT_A_CHECKPOINT, CheckpointError, CheckpointNotFoundError,
@@ -76,9 +77,7 @@ def open_regular(path: Path) -> os.stat_result:
     if stat.S_ISDIR(info.st_mode):
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
     if not stat.S_ISREG(info.st_mode):
-        kind = ("a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device" if stat.S_ISCHR(info.st_mode)
-                or stat.S_ISBLK(info.st_mode) else "a socket" if stat.S_ISSOCK(info.st_mode) else "not a file")
-        raise CheckpointError(f"{path}: not a regular file ({kind}); give a checkpoint file")
+        raise CheckpointError(f"{path}: not a regular file ({file_kind(info.st_mode)}); give a checkpoint file")
     if info.st_size == 0:
         raise CheckpointError(f"{path}: the file is empty (0 bytes); it {NOT_A_CHECKPOINT}")
     return info
@@ -267,7 +266,7 @@ def read_zip(path: Path, size: int) -> Tuple[Any, Source]:
         return ref
 
     try:
-        tree, _ = read_pickle(io.BytesIO(data), persistent)
+        tree = read_pickle(io.BytesIO(data), persistent)
     except UnpicklingRefused as exc:
         raise _refused(path, exc) from None
     return tree, source
@@ -312,18 +311,18 @@ def read_legacy(path: Path, size: int) -> Tuple[Any, Source]:
     with open(path, "rb") as raw:
         f = _Bounded(raw, size)
         try:
-            magic, _ = read_pickle(f, no_persistent)
-            protocol, _ = read_pickle(f, no_persistent)
-            sys_info, _ = read_pickle(f, no_persistent)
+            magic = read_pickle(f, no_persistent)
+            protocol = read_pickle(f, no_persistent)
+            sys_info = read_pickle(f, no_persistent)
             if magic != LEGACY_MAGIC or protocol != LEGACY_PROTOCOL or not isinstance(sys_info, dict):
                 raise UnpicklingRefused("the legacy header is not torch's")
             if sys_info.get("little_endian", True) is not True:
                 raise UnpicklingRefused("big-endian legacy files are not supported")
             start = raw.tell()
-            tree, _ = read_pickle(f, persistent)
+            tree = read_pickle(f, persistent)
             if raw.tell() - start > MAX_PICKLE_BYTES:
                 raise UnpicklingRefused(f"its data pickle is over {MAX_PICKLE_BYTES:,} bytes")
-            keys, _ = read_pickle(f, no_persistent)
+            keys = read_pickle(f, no_persistent)
         except UnpicklingRefused as exc:
             raise _refused(path, exc) from None
         if not isinstance(keys, list) or sorted(map(str, keys)) != sorted(storages):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import pickletools
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -79,7 +79,6 @@ class TensorRef:
     offset: int
     size: Tuple[int, ...]
     stride: Tuple[int, ...]
-    extra: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -430,10 +429,9 @@ def storage_persistent_id(saved_id: Any) -> Tuple[str, torch.dtype, int]:
     return str(key), dtype, _as_int(numel, "a storage's element count")
 
 
-def read_pickle(stream: io.BufferedIOBase, persistent: Callable[[Any], Any]) -> Tuple[Any, int]:
-    """Run one pickle from ``stream``; returns the result and how many tensors it holds."""
-    reader = Reader(persistent)
-    return reader.load(stream), reader.tensors
+def read_pickle(stream: io.BufferedIOBase, persistent: Callable[[Any], Any]) -> Any:
+    """Run one pickle from ``stream`` (left just past its STOP) and return what it built."""
+    return Reader(persistent).load(stream)
 
 
 __all__ = ["Global", "Inert", "PickleTruncated", "StorageRef", "TensorRef", "UnpicklingRefused", "read_pickle",
