@@ -99,7 +99,7 @@ cuda-build-check:
 	cd $(CUDA_CHECK_DIR) && rm -f lama_fast/_C*.so && FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="8.0;9.0" \
 		$(CURDIR)/.venv-cuda/bin/python setup.py -q build_ext --inplace
 	cd $(CUDA_CHECK_DIR) && $(CURDIR)/.venv-cuda/bin/python -c "import torch; \
-		from lama_fast.ops.spectral import cuda_kernels_status as why; assert why() is None, why(); \
+		from lama_fast.backends.cuda import cuda_kernels_reasons as why; assert not why(), why(); \
 		print('cuda-build-check: lama_fast._C with CUDA kernels, built and imported with torch', torch.__version__)"
 
 # Removing the in-tree build products also drops the install stamp, so the

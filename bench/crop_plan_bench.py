@@ -24,6 +24,7 @@ interpreter holds after its imports, is reported with how it failed.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -34,7 +35,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from hd_bench import _status  # /proc/self/status fields in bytes (bench/ is on sys.path)
+
+def _load_core():
+    """lama_fast.benchmark.core of this checkout, loaded from its file: with ``--before`` a child's ``lama_fast``
+    must be the older copy, so this checkout's package stays unimported."""
+    path = Path(__file__).resolve().parents[1] / "lama_fast" / "benchmark" / "core.py"
+    spec = importlib.util.spec_from_file_location("lama_fast_measuring_core", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+core = _load_core()
 
 # name -> (height, width, mask kind, margin, runs: "plan" and/or "cli")
 CASES = {
@@ -206,14 +219,18 @@ def label_rounds() -> list:
     return out
 
 
-def _reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
-        handle.write("5")
+def _measured(fn):
+    """``fn()``, its seconds and its peak memory above what the process held before it (VmHWM reset first)."""
+    core.reset_peak_rss()
+    before = core.proc_status_bytes("VmRSS")
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start, core.proc_status_bytes("VmHWM") - before
 
 
 def _cap(cap_gib: float) -> None:
     if cap_gib > 0:
-        limit = _status("VmSize") + int(cap_gib * (1 << 30))
+        limit = core.proc_status_bytes("VmSize") + int(cap_gib * (1 << 30))
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
@@ -242,13 +259,8 @@ def child_plan(kind: str, height: int, width: int, margin: int, cap_gib: float) 
 
     hole = torch.from_numpy(make_mask(kind, height, width))
     _cap(cap_gib)
-    _reset_peak()
-    before = _status("VmRSS")
-    start = time.perf_counter()
-    boxes = hd.plan_crops(hole, margin)
-    seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "boxes": len(boxes), "extra": _status("VmHWM") - before,
-                      "module": hd.__file__}), flush=True)
+    boxes, seconds, extra = _measured(lambda: hd.plan_crops(hole, margin))
+    core.print_row({"seconds": seconds, "boxes": len(boxes), "extra": extra, "module": hd.__file__})
 
 
 def child_stages(kind: str, height: int, width: int, margin: int) -> None:
@@ -259,22 +271,14 @@ def child_stages(kind: str, height: int, width: int, margin: int) -> None:
 
     hole = torch.from_numpy(make_mask(kind, height, width))
     counts = hd.grouping_size(hole, margin)
-    _reset_peak()
-    before = _status("VmRSS")
-    start = time.perf_counter()
-    regions = hd.crop_regions(hole, margin)
-    grouping = (time.perf_counter() - start, _status("VmHWM") - before)
-    _reset_peak()
-    before = _status("VmRSS")
-    start = time.perf_counter()
-    boxes = hd.as_boxes(hd.merge_crops(regions, height, width))
-    merging = (time.perf_counter() - start, _status("VmHWM") - before)
-    print(json.dumps({
+    regions, *grouping = _measured(lambda: hd.crop_regions(hole, margin))
+    boxes, *merging = _measured(lambda: hd.as_boxes(hd.merge_crops(regions, height, width)))
+    core.print_row({
         "regions": len(regions), "boxes": len(boxes), "counts": list(counts),
         "grouping_s": grouping[0], "grouping": grouping[1],
         "grouping_estimate": memory.estimate_grouping_bytes(*counts),
         "merging_s": merging[0], "merging": merging[1], "merging_estimate": memory.estimate_merging_bytes(len(regions)),
-    }), flush=True)
+    })
 
 
 def child_cli(folder: str, margin: int, cap_gib: float) -> None:
@@ -285,39 +289,29 @@ def child_cli(folder: str, margin: int, cap_gib: float) -> None:
     start = time.perf_counter()
     code = cli.main(["inpaint", os.path.join(folder, "photo.png"), os.path.join(folder, "photo_mask.png"),
                      "--explain", os.path.join(folder, "plan.png"), "--crop-margin", str(margin)])
-    print(json.dumps({"seconds": time.perf_counter() - start, "code": code, "module": cli.__file__}), flush=True)
+    core.print_row({"seconds": time.perf_counter() - start, "code": code, "module": cli.__file__})
 
 
 def _run(args, timeout):
     """Run under /usr/bin/time -v; (wall seconds, peak RSS bytes, child's JSON line or None, failure)."""
-    command = ["/usr/bin/time", "-v", sys.executable, __file__] + args
-    start = time.perf_counter()
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return time.perf_counter() - start, None, None, f"killed after {timeout:.0f} s"
-    wall = time.perf_counter() - start
+    done = core.run_worker(["/usr/bin/time", "-v", sys.executable, __file__] + args, timeout)
+    if done.timed_out:
+        return done.wall_s, None, None, f"killed after {timeout:.0f} s"
     match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
     peak = int(match.group(1)) * 1024 if match else None
-    result = None
-    for line in done.stdout.splitlines():
-        if line.startswith("{"):
-            result = json.loads(line)
     failure = None
-    if done.returncode != 0 or result is None:
+    if not done.ok:
         lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("\t")
                  and not line.startswith("Command exited with")]
         failure = lines[-1] if lines else f"exit {done.returncode}"
-    return wall, peak, result, failure
+    return done.wall_s, peak, done.row, failure
 
 
 def machine() -> dict:
     """CPU model, cores and library versions of this machine."""
     import numpy
 
-    from lama_fast.timing import machine_description
-
-    return {**machine_description(), "cores": os.cpu_count(), "numpy": numpy.__version__}
+    return {**core.machine_description(), "cores": os.cpu_count(), "numpy": numpy.__version__}
 
 
 def _mib(size):

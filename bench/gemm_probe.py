@@ -14,7 +14,8 @@ import sys
 import torch
 from torch._library.triton import set_wrap_triton_enabled
 
-from gpu_bench import time_gpu  # bench/, beside this script
+from gpu_common import time_gpu  # bench/, beside this script
+from lama_fast.kernels import gemm
 from lama_fast.kernels import spectral as k
 
 
@@ -56,10 +57,10 @@ def main():
             row = dict(dtype=str(dtype), side=side, case=name, ms=round(ms, 4), tflops=round(flops[kind] / ms / 1e9, 1))
             rows.append(row)
             print(f"{str(dtype):15s} {side}^2 {name:40s} {ms:8.3f} ms {row['tflops']:7.1f} TFLOP/s", flush=True)
-        for d, kern in k._KERNELS.items():
+        for d, kern in gemm._KERNELS.items():
             best = getattr(kern, "best_config", None)
             if best is not None:
-                print(f"  dot {k.DOT_NAMES[d]}: last best config {best}")
+                print(f"  dot {gemm.DOT_NAMES[d]}: last best config {best}")
     json.dump(rows, open(sys.argv[2] if len(sys.argv) > 2 else "gemm_probe.json", "w"), indent=1)
 
 

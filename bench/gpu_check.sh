@@ -169,13 +169,13 @@ import glob, os, sys, sysconfig
 root = os.getcwd()
 try:
     import lama_fast, lama_fast.kernels  # noqa: F401  (lama_fast.kernels exists only when installed)
-    from lama_fast.ops.spectral import cuda_kernels_status
+    from lama_fast.backends.cuda import cuda_kernels_reasons
 except Exception as error:
     sys.exit(f"building: lama_fast is not installed from this checkout ({type(error).__name__}: {error})")
 if os.path.dirname(os.path.abspath(lama_fast.__file__)) != os.path.join(root, "lama_fast"):
     sys.exit(f"building: lama_fast imports from {lama_fast.__file__}, not from this checkout")
-why = cuda_kernels_status()
-if why is not None:
+why = "; ".join(cuda_kernels_reasons())
+if why:
     sys.exit(f"building: the CUDA kernels are not available ({why})")
 built = glob.glob(os.path.join(root, "lama_fast", "_C" + sysconfig.get_config_var("EXT_SUFFIX")))
 sources = [p for p in glob.glob(os.path.join(root, "csrc", "**", "*"), recursive=True) if os.path.isfile(p)]
@@ -223,13 +223,13 @@ if [ "$CUDA_EXT" = 1 ]; then
     why=$("$PY" - <<'PY'
 import json
 from lama_fast._build import build_info
-from lama_fast.ops.spectral import cuda_kernels_status
-why = cuda_kernels_status()
-if why is not None:
+from lama_fast.backends.cuda import cuda_kernels_reasons
+why = "; ".join(cuda_kernels_reasons())
+if why:
     info = build_info()
     print(f"{why} | build info: cuda_extension = {info['cuda_extension']!r}; cpu_extension = {info['cpu_extension']!r}")
 PY
-    ) || why="lama_fast.ops.spectral does not import (see above)"
+    ) || why="lama_fast.backends.cuda does not import (see above)"
     if [ -n "$why" ]; then
         fail_now "the CUDA kernels are not available: $why. Fix the build (log: $BUILD_LOG) or run bench/gpu_check.sh --no-cuda-ext for the Triton part alone"
     fi

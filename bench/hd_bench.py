@@ -12,12 +12,10 @@ Writes bench/results/hd.json and hd.md.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from lama_fast.benchmark.core import measure, peak_rss_bytes, print_row, proc_status_bytes, run_worker, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HEIGHT, WIDTH = 2000, 3000
@@ -38,14 +36,6 @@ def photo():
     return image, mask
 
 
-def _status(key: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as handle:
-        for line in handle:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def child(strategy: str, backend: str, dtype_name: str, repeats: int) -> dict:
     import numpy as np
     import torch
@@ -58,24 +48,25 @@ def child(strategy: str, backend: str, dtype_name: str, repeats: int) -> dict:
     module = optimize(random_generator("big-lama", seed=0), backend=backend, dtype=dtype)
     inpainter = Inpainter(module, backend)
     plan = inpainter.plan((HEIGHT, WIDTH), torch.from_numpy(mask > 0), strategy)
-    before = _status("VmRSS")
-    start = time.perf_counter()
-    result = inpainter(image, mask, hd_strategy=strategy)
-    first = time.perf_counter() - start
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        inpainter(image, mask, hd_strategy=strategy)
-        runs.append(time.perf_counter() - start)
+    before = proc_status_bytes("VmRSS")
+    first = []
+
+    def call():
+        out = inpainter(image, mask, hd_strategy=strategy)
+        if not first:
+            first.append(out)
+
+    timing = measure(call, repeats=repeats)
+    result = first[0]
     hole = mask > 0
     return dict(
         strategy=strategy, ran=plan.strategy, backend=backend, dtype=dtype_name, size=f"{WIDTH}x{HEIGHT}",
         hole_fraction=round(float(hole.mean()), 4), regions=plan.describe(),
         network_pixels=sum(b.height * b.width for b in plan.boxes) if plan.run_size is None
         else plan.run_size[0] * plan.run_size[1],
-        first_call_s=round(first, 3), median_s=round(statistics.median(runs), 3),
-        spread_s=round(max(runs) - min(runs), 3), runs_s=[round(r, 3) for r in runs],
-        peak_rss_mib=round(_status("VmHWM") / 2 ** 20), rss_before_mib=round(before / 2 ** 20),
+        first_call_s=round(timing.first_call, 3), median_s=round(timing.median, 3),
+        spread_s=round(timing.spread, 3), runs_s=[round(r, 3) for r in timing.runs],
+        peak_rss_mib=round(peak_rss_bytes() / 2 ** 20), rss_before_mib=round(before / 2 ** 20),
         estimated_peak_mib=round((plan.peak_bytes or 0) / 2 ** 20),
         outside_hole_identical=bool(np.array_equal(result[~hole], image[~hole])),
     )
@@ -91,18 +82,13 @@ def main() -> int:
     rows = []
     for strategy in args.strategies.split(","):
         print(f"{strategy} ...", file=sys.stderr, flush=True)
-        done = subprocess.run([sys.executable, __file__, "--child", strategy, args.backend, args.dtype, str(args.repeats)],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
+        done = run_worker([sys.executable, __file__, "--child", strategy, args.backend, args.dtype, str(args.repeats)])
+        if not done.ok:
             print(done.stderr[-3000:], file=sys.stderr)
             return 1
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        rows.append(done.row)
         print(f"  {rows[-1]['median_s']} s, peak RSS {rows[-1]['peak_rss_mib']} MiB", file=sys.stderr)
-    from lama_fast.timing import machine_description
-
-    machine = machine_description()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "hd.json").write_text(json.dumps(dict(machine=machine, rows=rows), indent=1) + "\n")
+    machine = write_results(RESULTS / "hd.json", rows)
     base = next((r for r in rows if r["strategy"] == "original"), None)
     lines = [
         f"# High-resolution strategies at {WIDTH}x{HEIGHT}, hole {rows[0]['hole_fraction'] * 100:.1f} % of the area",
@@ -127,6 +113,6 @@ def main() -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        print(json.dumps(child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))))
+        print_row(child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])))
         sys.exit(0)
     sys.exit(main())

@@ -11,13 +11,12 @@ lama_fast (for a before/after table).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from lama_fast.benchmark.core import machine_description, run_worker
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
@@ -29,17 +28,15 @@ def run(path: Path, call: str, pythonpath: str, timeout: float) -> dict:
     env = dict(os.environ)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
-    try:
-        done = subprocess.run([sys.executable, str(HERE.parent / "tests" / "hostile.py"), str(path), call],
-                              capture_output=True, text=True, timeout=timeout, env=env, cwd=tempfile.gettempdir())
-    except subprocess.TimeoutExpired:
-        return {"error": f"no answer within {timeout:g} s (killed)", "seconds": None, "peak_extra_mib": None,
-                "process_changed": None}
-    if done.returncode != 0 or not done.stdout.strip():
-        tail = (done.stderr.strip().splitlines() or ["?"])[-1]
-        return {"error": f"process died (exit {done.returncode}): {tail}", "seconds": None, "peak_extra_mib": None,
-                "process_changed": None}
-    return json.loads(done.stdout.splitlines()[-1])
+    done = run_worker([sys.executable, str(HERE.parent / "tests" / "hostile.py"), str(path), call], timeout, env=env,
+                      cwd=tempfile.gettempdir())
+    if done.ok:
+        return done.row
+    if done.timed_out:
+        error = f"no answer within {timeout:g} s (killed)"
+    else:
+        error = f"process died (exit {done.returncode}): {(done.stderr.strip().splitlines() or ['?'])[-1]}"
+    return {"error": error, "seconds": None, "peak_extra_mib": None, "process_changed": None}
 
 
 def main() -> None:
@@ -50,8 +47,9 @@ def main() -> None:
     parser.add_argument("--out", help="write a markdown table here as well")
     args = parser.parse_args()
     names = [n for n in ATTACKS if not args.only or n in args.only.split(",")]
-    lines = [f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
-             f"{platform.python_version()}; loader: {args.pythonpath or 'this checkout'}", "",
+    machine = machine_description()
+    lines = [f"machine: {machine['cpu']}, {os.cpu_count()} cores, python {machine['python']}; "
+             f"loader: {args.pythonpath or 'this checkout'}", "",
              "| attack | outcome | seconds | peak extra MiB |", "|---|---|---:|---:|"]
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:

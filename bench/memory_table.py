@@ -12,11 +12,11 @@ Writes bench/results/memory.json and memory.md and prints the table for
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from lama_fast.benchmark.core import print_row, proc_status_bytes, reset_peak_rss, run_worker, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_GRID = [
@@ -28,14 +28,6 @@ DEFAULT_GRID = [
     *(f"cpu:float64:{s}x{s}" for s in (256, 512)),
     *(f"reference:float64:{s}x{s}" for s in (256, 384, 512)),
 ]
-
-
-def _status(key: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as handle:
-        for line in handle:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
 
 
 def child(backend: str, dtype_name: str, height: int, width: int) -> dict:
@@ -52,14 +44,13 @@ def child(backend: str, dtype_name: str, height: int, width: int) -> dict:
     del generator
     gc.collect()
     x = torch.rand(1, 4, height, width, dtype=getattr(module, "io_dtype", dtype))
-    with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
-        handle.write("5")  # resets VmHWM to the current RSS
-    before = _status("VmRSS")
+    reset_peak_rss()
+    before = proc_status_bytes("VmRSS")
     start = time.perf_counter()
     with torch.no_grad():
         module(x)
     seconds = time.perf_counter() - start
-    peak = _status("VmHWM")
+    peak = proc_status_bytes("VmHWM")
     return dict(backend=backend, dtype=dtype_name, height=height, width=width, pixels=height * width,
                 rss_before=before, peak=peak, extra=peak - before, seconds=round(seconds, 3))
 
@@ -70,20 +61,15 @@ def main(specs) -> int:
         backend, dtype_name, size = spec.split(":")
         height, width = (int(v) for v in size.split("x"))
         print(f"measuring {spec} ...", file=sys.stderr, flush=True)
-        done = subprocess.run([sys.executable, __file__, "--child", backend, dtype_name, str(height), str(width)],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
+        done = run_worker([sys.executable, __file__, "--child", backend, dtype_name, str(height), str(width)])
+        if not done.ok:
             print(f"{spec} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
             failed += 1
             continue
-        row = json.loads(done.stdout.strip().splitlines()[-1])
+        row = done.row
         rows.append(row)
         print(f"  extra {row['extra'] / 2**20:.0f} MiB, {row['extra'] / row['pixels']:.0f} B/pixel", file=sys.stderr)
-    from lama_fast.timing import machine_description
-
-    machine = machine_description()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "memory.json").write_text(json.dumps(dict(machine=machine, rows=rows), indent=1) + "\n")
+    machine = write_results(RESULTS / "memory.json", rows)
     lines = [
         "# Extra memory of one big-lama generator call",
         "",
@@ -110,6 +96,6 @@ def main(specs) -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        print(json.dumps(child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))))
+        print_row(child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])))
         sys.exit(0)
     sys.exit(main(sys.argv[1:] or DEFAULT_GRID))

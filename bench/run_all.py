@@ -23,26 +23,17 @@ sys.path.insert(0, str(ROOT))
 
 from lama_fast import benchmark  # noqa: E402
 from lama_fast._io import atomic_write_bytes  # noqa: E402
+from lama_fast.cli.common import parse_sizes  # noqa: E402
 
 BIG_SIZE = 2048
-
-
-def _sizes(text: str):
-    try:
-        sizes = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"sizes must be comma-separated integers, got {text!r}") from None
-    if not sizes or min(sizes) < 8:
-        raise argparse.ArgumentTypeError(f"sizes must be integers >= 8, got {text!r}")
-    return sizes
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Options of the full benchmark run."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", choices=("kernels", "e2e", "all"), default="all")
-    p.add_argument("--sizes", type=_sizes, default=[512, 1024, BIG_SIZE], help="end-to-end sizes (default 512,1024,2048)")
-    p.add_argument("--kernel-sizes", type=_sizes, default=list(benchmark.KERNEL_SIZES),
+    p.add_argument("--sizes", type=parse_sizes, default=[512, 1024, BIG_SIZE], help="end-to-end sizes (default 512,1024,2048)")
+    p.add_argument("--kernel-sizes", type=parse_sizes, default=list(benchmark.KERNEL_SIZES),
                    help="kernel spatial sizes (default 64,128,256: the 1/8 maps of 512, 1024, 2048 inputs)")
     p.add_argument("--systems", help="comma-separated systems or aliases (default: all of each suite)")
     p.add_argument("--peers-at-2048", action="store_true",

@@ -1,7 +1,8 @@
 // Argument checks and FFT norms shared by every implementation of the
 // spectral ops (csrc/cpu/spectral.cpp, csrc/cuda/spectral_cuda.cpp and the
 // CPU emulation of the CUDA pipeline), so that one bad argument gives the
-// same message whichever device runs the op.
+// same message whichever device runs the op; args::Entry, at the end, is the
+// C++ signature of the ops that every implementation registers.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -21,21 +22,8 @@ namespace args {
 
 enum class Norm { Ortho, Forward, Backward };
 
-inline std::string dtype_name(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat:
-      return "torch.float32";
-    case at::kDouble:
-      return "torch.float64";
-    case at::kBFloat16:
-      return "torch.bfloat16";
-    case at::kHalf:
-      return "torch.float16";
-    default:
-      // Python's name (torch.int32, torch.complex64), not ATen's (Int, ComplexFloat).
-      return "torch." + std::string(c10::getDtypeNames(t).first);
-  }
-}
+// Python's name of a dtype (torch.float32, torch.complex64), not ATen's (Float, ComplexFloat).
+inline std::string dtype_name(at::ScalarType t) { return "torch." + std::string(c10::getDtypeNames(t).first); }
 
 inline std::string shape_str(c10::IntArrayRef sizes) {
   std::ostringstream out;
@@ -103,54 +91,39 @@ struct Dims {
   int64_t N = 0, Cin = 0, C = 0, Cout = 0, H = 0, W = 0;
 };
 
-// The weights of spectral_transform, checked against x (already checked by check_x).
-inline Dims check_spectral_transform(const char* op, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1,
-                                     const at::Tensor& w_freq, const at::Tensor& b_freq, const at::Tensor& w2,
-                                     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& other) {
-  Dims d;
-  d.N = x.size(0);
-  d.Cin = x.size(1);
-  d.H = x.size(2);
-  d.W = x.size(3);
-  check_tensor(op, "w1", w1, x);
-  TORCH_CHECK(w1.dim() == 2 && w1.size(1) == d.Cin && w1.size(0) >= 1, op, ": w1 must have shape [Ch, ", d.Cin,
-              "] (Ch, Cin where Cin = ", d.Cin, " channels of x), got ", shape_str(w1.sizes()));
-  d.C = w1.size(0);
-  const int64_t C = d.C;
-  check_tensor(op, "b1", b1, x);
-  check_shape(op, "b1", b1, {C}, "Ch where Ch = " + std::to_string(C) + " from w1");
-  check_tensor(op, "w_freq", w_freq, x);
-  check_shape(op, "w_freq", w_freq, {2 * C, 2 * C}, "2*Ch, 2*Ch where Ch = " + std::to_string(C) + " from w1");
-  check_tensor(op, "b_freq", b_freq, x);
-  check_shape(op, "b_freq", b_freq, {2 * C}, "2*Ch where Ch = " + std::to_string(C) + " from w1");
-  check_tensor(op, "w2", w2, x);
-  TORCH_CHECK(w2.dim() == 2 && w2.size(1) == C && w2.size(0) >= 1, op, ": w2 must have shape [Cout, ", C,
-              "] (Cout, Ch where Ch = ", C, " from w1), got ", shape_str(w2.sizes()));
-  d.Cout = w2.size(0);
-  if (bias.has_value()) {
-    check_tensor(op, "bias", *bias, x);
-    check_shape(op, "bias", *bias, {d.Cout}, "Cout where Cout = " + std::to_string(d.Cout) + " from w2");
-  }
-  if (other.has_value()) {
-    check_tensor(op, "other", *other, x);
-    check_shape(op, "other", *other, {d.N, d.Cout, d.H, d.W}, "N, Cout, H, W of the output");
-  }
-  return d;
-}
-
-// The weights of fourier_unit, checked against x (already checked by check_x).
-inline Dims check_fourier_unit(const char* op, const at::Tensor& x, const at::Tensor& w_freq,
-                               const at::Tensor& b_freq) {
+// The sizes of x (N, C, H, W), every channel count C.
+inline Dims dims_of(const at::Tensor& x) {
   Dims d;
   d.N = x.size(0);
   d.Cin = d.C = d.Cout = x.size(1);
   d.H = x.size(2);
   d.W = x.size(3);
-  const int64_t C = d.C;
-  check_tensor(op, "w_freq", w_freq, x);
-  check_shape(op, "w_freq", w_freq, {2 * C, 2 * C}, "2*C, 2*C where C = " + std::to_string(C) + " channels of x");
-  check_tensor(op, "b_freq", b_freq, x);
-  check_shape(op, "b_freq", b_freq, {2 * C}, "2*C where C = " + std::to_string(C) + " channels of x");
+  return d;
+}
+
+// A weight of x's device and dtype, of shape `expected` (what `meaning` says).
+inline void check_weight(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x,
+                         c10::IntArrayRef expected, const std::string& meaning) {
+  check_tensor(op, name, t, x);
+  check_shape(op, name, t, expected, meaning);
+}
+
+// A matrix of x's device and dtype with `columns` columns and at least one
+// row, of shape [rows, columns] (what `meaning` says).
+inline void check_matrix(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x,
+                         const char* rows, int64_t columns, const std::string& meaning) {
+  check_tensor(op, name, t, x);
+  TORCH_CHECK(t.dim() == 2 && t.size(1) == columns && t.size(0) >= 1, op, ": ", name, " must have shape [", rows,
+              ", ", columns, "] (", meaning, "), got ", shape_str(t.sizes()));
+}
+
+// The weights of fourier_unit, checked against x (already checked by check_x).
+inline Dims check_fourier_unit(const char* op, const at::Tensor& x, const at::Tensor& w_freq,
+                               const at::Tensor& b_freq) {
+  const Dims d = dims_of(x);
+  const std::string C = std::to_string(d.C);
+  check_weight(op, "w_freq", w_freq, x, {2 * d.C, 2 * d.C}, "2*C, 2*C where C = " + C + " channels of x");
+  check_weight(op, "b_freq", b_freq, x, {2 * d.C}, "2*C where C = " + C + " channels of x");
   return d;
 }
 
@@ -161,24 +134,47 @@ struct SpectralArgs {
   at::Tensor w1, b1, w_freq, b_freq, w2;
   std::optional<at::Tensor> bias, other;
   bool relu = false;
+  bool fourier_only = false;
   Norm norm = Norm::Ortho;
   Dims d;
 };
 
-// The op's arguments after check_x(op, x, ...) has passed.
+// The arguments both ops take, checked: x, w_freq and b_freq (of sizes d), fft_norm.
+inline SpectralArgs common_args(const char* op, const at::Tensor& x, const at::Tensor& w_freq,
+                                const at::Tensor& b_freq, c10::string_view fft_norm, const Dims& d) {
+  SpectralArgs a;
+  a.d = d;
+  a.norm = parse_norm(op, fft_norm);
+  a.x = x;
+  a.w_freq = w_freq.contiguous();
+  a.b_freq = b_freq.contiguous();
+  return a;
+}
+
+// The arguments of spectral_transform after check_x(op, x, ...) has passed.
 inline SpectralArgs spectral_transform_args(const char* op, const at::Tensor& x, const at::Tensor& w1,
                                             const at::Tensor& b1, const at::Tensor& w_freq, const at::Tensor& b_freq,
                                             const at::Tensor& w2, const std::optional<at::Tensor>& bias,
                                             const std::optional<at::Tensor>& other, bool relu,
                                             c10::string_view fft_norm) {
-  SpectralArgs a;
-  a.d = check_spectral_transform(op, x, w1, b1, w_freq, b_freq, w2, bias, other);
-  a.norm = parse_norm(op, fft_norm);
-  a.x = x;
+  Dims d = dims_of(x);
+  check_matrix(op, "w1", w1, x, "Ch", d.Cin, "Ch, Cin where Cin = " + std::to_string(d.Cin) + " channels of x");
+  d.C = w1.size(0);
+  const std::string Ch = std::to_string(d.C);
+  check_weight(op, "b1", b1, x, {d.C}, "Ch where Ch = " + Ch + " from w1");
+  check_weight(op, "w_freq", w_freq, x, {2 * d.C, 2 * d.C}, "2*Ch, 2*Ch where Ch = " + Ch + " from w1");
+  check_weight(op, "b_freq", b_freq, x, {2 * d.C}, "2*Ch where Ch = " + Ch + " from w1");
+  check_matrix(op, "w2", w2, x, "Cout", d.C, "Cout, Ch where Ch = " + Ch + " from w1");
+  d.Cout = w2.size(0);
+  if (bias.has_value()) {
+    check_weight(op, "bias", *bias, x, {d.Cout}, "Cout where Cout = " + std::to_string(d.Cout) + " from w2");
+  }
+  if (other.has_value()) {
+    check_weight(op, "other", *other, x, {d.N, d.Cout, d.H, d.W}, "N, Cout, H, W of the output");
+  }
+  SpectralArgs a = common_args(op, x, w_freq, b_freq, fft_norm, d);
   a.w1 = w1.contiguous();
   a.b1 = b1.contiguous();
-  a.w_freq = w_freq.contiguous();
-  a.b_freq = b_freq.contiguous();
   a.w2 = w2.contiguous();
   if (bias.has_value()) a.bias = bias->contiguous();
   a.other = other;
@@ -186,16 +182,37 @@ inline SpectralArgs spectral_transform_args(const char* op, const at::Tensor& x,
   return a;
 }
 
+// The arguments of fourier_unit after check_x(op, x, ...) has passed.
 inline SpectralArgs fourier_unit_args(const char* op, const at::Tensor& x, const at::Tensor& w_freq,
                                       const at::Tensor& b_freq, c10::string_view fft_norm) {
-  SpectralArgs a;
-  a.d = check_fourier_unit(op, x, w_freq, b_freq);
-  a.norm = parse_norm(op, fft_norm);
-  a.x = x;
-  a.w_freq = w_freq.contiguous();
-  a.b_freq = b_freq.contiguous();
+  SpectralArgs a = common_args(op, x, w_freq, b_freq, fft_norm, check_fourier_unit(op, x, w_freq, b_freq));
+  a.fourier_only = true;
   return a;
 }
+
+// The C++ functions registered for spectral_transform and fourier_unit (the
+// schemas of csrc/cpu/module.cpp) by one implementation, which provides
+//   kSpectralTransform, kFourierUnit   the ops' names in messages
+//   check_x(op, x)                     its devices and dtypes (check_x above)
+//   run(SpectralArgs)                  the op on checked arguments
+// so that every implementation checks the same arguments in the same order.
+template <class Impl>
+struct Entry {
+  static at::Tensor spectral_transform(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1,
+                                       const at::Tensor& w_freq, const at::Tensor& b_freq, const at::Tensor& w2,
+                                       const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& other,
+                                       bool relu, c10::string_view fft_norm) {
+    Impl::check_x(Impl::kSpectralTransform, x);
+    return Impl::run(spectral_transform_args(Impl::kSpectralTransform, x, w1, b1, w_freq, b_freq, w2, bias, other,
+                                             relu, fft_norm));
+  }
+
+  static at::Tensor fourier_unit(const at::Tensor& x, const at::Tensor& w_freq, const at::Tensor& b_freq,
+                                 c10::string_view fft_norm) {
+    Impl::check_x(Impl::kFourierUnit, x);
+    return Impl::run(fourier_unit_args(Impl::kFourierUnit, x, w_freq, b_freq, fft_norm));
+  }
+};
 
 }  // namespace args
 }  // namespace lama_fast

@@ -12,20 +12,21 @@ not speed, and has no bf16 arithmetic.
 
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.util
 
-__all__ = ["triton_status"]
+from lama_fast._build import cached_reasons
+
+__all__ = ["triton_reasons"]
 
 
-@functools.lru_cache(maxsize=None)
-def triton_status() -> str | None:
-    """None when triton imports, else the reason it cannot be used."""
+@cached_reasons
+def triton_reasons() -> list[str]:
+    """Why triton cannot be used (not installed, or it fails to import); empty when it imports."""
     if importlib.util.find_spec("triton") is None:
-        return "triton is not installed (pip install lama_fast[triton])"
+        return ["triton is not installed (pip install lama_fast[triton])"]
     try:
         importlib.import_module("triton")
     except Exception as error:  # a broken or mismatched install fails in many ways
-        return f"triton failed to import ({type(error).__name__}: {error})"
-    return None
+        return [f"triton failed to import ({type(error).__name__}: {error})"]
+    return []

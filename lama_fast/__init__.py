@@ -5,6 +5,7 @@
     result = inpainter(image, mask)                  # numpy / PIL / torch image + mask -> the same type
     result = inpainter(image, mask, hd_strategy="crop", crop_margin=128)  # large photos: see lama_fast.hd
     fast = lama_fast.optimize(generator)             # any LaMa generator module
+    lama_fast.info()                                 # versions, CPU, compiled parts and backends, as data
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from typing import Any, Optional, Union
 import torch
 
 from . import model
+from ._info import info
 from .backends import available_backends, optimize
 from .inpaint import Inpainter
 
 __version__ = "0.1.0"
-__all__ = ["Inpainter", "available_backends", "load", "model", "optimize", "__version__"]
+__all__ = ["Inpainter", "available_backends", "info", "load", "model", "optimize", "__version__"]
 
 
 def load(
@@ -37,7 +39,7 @@ def load(
     ``resize_limit`` and ``max_memory``."""
     if settings:
         # Checked before the file is read, like the backend.
-        Inpainter(torch.nn.Identity(), backend, **settings)
+        Inpainter.check_settings(**settings)
     from .backends import apply_cuda_graphs, check_cuda_graphs, select_backend
     from .checkpoint import load_generator
 

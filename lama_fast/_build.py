@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
+from typing import Callable, Hashable, Iterable
 
 BUILD_INFO_PATH = Path(__file__).with_name("_build_info.json")
 EXTENSION_KEYS = ("cpu_extension", "cuda_extension")
@@ -28,9 +29,20 @@ def build_info() -> dict[str, str]:
     return info
 
 
-@functools.lru_cache(maxsize=None)
-def extension_status() -> str | None:
-    """None when lama_fast._C imports, else why not (the import error and the build's reason)."""
+def cached_reasons(find: Callable[..., Iterable[str]]) -> Callable[..., list[str]]:
+    """``find`` run once per arguments: each call returns a new list of its reasons (empty: available)."""
+    once = functools.lru_cache(maxsize=None)(lambda *args: tuple(find(*args)))
+
+    @functools.wraps(find)
+    def reasons(*args: Hashable) -> list[str]:
+        return list(once(*args))
+
+    return reasons
+
+
+@cached_reasons
+def extension_reasons() -> list[str]:
+    """Why lama_fast._C does not import (the import error and the build's reason); empty when it does."""
     try:
         from lama_fast import _C  # noqa: F401  (importing registers the ops)
     except Exception as error:  # ImportError, or OSError/RuntimeError from a mismatched build
@@ -42,5 +54,20 @@ def extension_status() -> str | None:
 
             if built_for != torch.__version__:
                 reason += f"; it was built for torch {built_for}, this is torch {torch.__version__}: rebuild it"
-        return reason
-    return None
+        return [reason]
+    return []
+
+
+@cached_reasons
+def ops_reasons(names: tuple[str, ...]) -> list[str]:
+    """Why the ops ``torch.ops.lama_fast.<name>`` are not all registered: the extension's reasons,
+    or the ops its build left out; empty when they are."""
+    reasons = extension_reasons()
+    if reasons:
+        return reasons
+    import torch
+
+    missing = [name for name in names if not hasattr(torch.ops.lama_fast, name)]
+    if len(missing) == 1:
+        return [f"lama_fast._C was built without the {missing[0]} op"]
+    return [f"lama_fast._C was built without the ops {', '.join(missing)}"] if missing else []

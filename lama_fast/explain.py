@@ -73,13 +73,9 @@ def draw_plan(rgb: np.ndarray, hole: np.ndarray, plan: Plan, max_side: Optional[
 def _caption(plan: Plan):
     from .memory import format_bytes
 
-    height, width = plan.image_size
-    if plan.strategy == "crop":
-        first = f"crop: {len(plan.boxes)} region(s) of the {width}x{height} image go through the network"
-    elif plan.strategy == "resize" and plan.run_size is not None:
-        first = f"resize: the {width}x{height} image runs at {plan.run_size[1]}x{plan.run_size[0]}"
-    else:
-        first = f"{plan.strategy}: the whole {width}x{height} image runs"
+    first = plan.summary("crop: {count} region(s) of the {width}x{height} image go through the network",
+                         "resize: the {width}x{height} image runs at {run_width}x{run_height}",
+                         "{strategy}: the whole {width}x{height} image runs")
     lines = [first + (f" (asked for {plan.requested})" if plan.requested != plan.strategy else "")]
     if plan.peak_bytes is not None:
         budget = f" of {format_bytes(plan.budget_bytes)} free" if plan.budget_bytes is not None else ""

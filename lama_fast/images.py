@@ -25,7 +25,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -238,19 +238,30 @@ def _rgb_from_hwc(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(rgb)
 
 
+def _check_layout(what: str, shape: Sequence[int], channel_axis: int, expected: str, other_end: str,
+                  other_end_channels: Tuple[int, ...] = (1, 3, 4), batch: str = "") -> None:
+    """Raise ValueError unless ``shape`` is HxW, or 3-D with 1 to 4 channels on ``channel_axis`` (0 or 2).
+
+    The message says what was ``expected``, then ``other_end`` when the channels seem to be at the other
+    end of the shape (a count in ``other_end_channels`` there), or ``batch`` when the shape is 4-D."""
+    shape = tuple(shape)
+    if len(shape) == 2 or (len(shape) == 3 and shape[channel_axis] in (1, 2, 3, 4)):
+        return
+    hint = ""
+    if len(shape) == 3 and shape[2 - channel_axis] in other_end_channels:
+        hint = other_end
+    elif len(shape) == 4:
+        hint = batch
+    raise ValueError(f"{what} must be {expected} got shape {shape}{hint}")
+
+
 def _check_numpy_image(array: np.ndarray) -> None:
     kind, itemsize = array.dtype.kind, array.dtype.itemsize
     if not ((kind == "u" and itemsize == 1) or (kind == "f" and itemsize in (2, 4, 8))):
         raise _image_dtype_error(array.dtype)
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 2, 3, 4)):
-        hint = ""
-        if array.ndim == 3 and array.shape[0] in (1, 3, 4):
-            hint = "; a CxHxW array? pass image.transpose(1, 2, 0)"
-        elif array.ndim == 4:
-            hint = "; for a batch of images use Inpainter.inpaint_batch"
-        raise ValueError(
-            f"image must be an HxW, HxWx1, HxWx2, HxWx3 or HxWx4 array, got shape {tuple(array.shape)}{hint}"
-        )
+    _check_layout("image", array.shape, 2, "an HxW, HxWx1, HxWx2, HxWx3 or HxWx4 array,",
+                  "; a CxHxW array? pass image.transpose(1, 2, 0)",
+                  batch="; for a batch of images use Inpainter.inpaint_batch")
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f"image is empty: shape {tuple(array.shape)}")
     if kind == "f":
@@ -313,9 +324,8 @@ def _prepare_torch(tensor: torch.Tensor) -> PreparedImage:
         raise ValueError(
             f"image is a batch of shape {shape}; pass one CxHxW image, or use Inpainter.inpaint_batch for batches"
         )
-    if tensor.ndim not in (2, 3) or (tensor.ndim == 3 and shape[0] not in (1, 2, 3, 4)):
-        hint = "; an HxWxC tensor? pass image.permute(2, 0, 1)" if tensor.ndim == 3 and shape[2] in (3, 4) else ""
-        raise ValueError(f"image must be a CxHxW tensor with C in 1, 2, 3, 4, or HxW; got shape {shape}{hint}")
+    _check_layout("image", shape, 0, "a CxHxW tensor with C in 1, 2, 3, 4, or HxW;",
+                  "; an HxWxC tensor? pass image.permute(2, 0, 1)", other_end_channels=(3, 4))
     chw = tensor if tensor.ndim == 3 else tensor[None]
     if chw.shape[1] == 0 or chw.shape[2] == 0:
         raise ValueError(f"image is empty: shape {shape}")
@@ -360,13 +370,8 @@ def _mask_array(mask: Any) -> Tuple[np.ndarray, str]:
             raise _mask_dtype_error(tensor.dtype)
         if tensor.ndim == 4:
             raise ValueError(f"mask is a batch of shape {tuple(mask.shape)}; pass one HxW or 1xHxW mask")
-        if tensor.ndim not in (2, 3) or (tensor.ndim == 3 and tensor.shape[0] not in (1, 2, 3, 4)):
-            hint = ""
-            if tensor.ndim == 3 and tensor.shape[2] in (1, 3, 4):
-                hint = "; an HxWxC tensor? pass mask.permute(2, 0, 1)"
-            raise ValueError(
-                f"mask must be an HxW or CxHxW tensor with C in 1, 2, 3, 4; got shape {tuple(mask.shape)}{hint}"
-            )
+        _check_layout("mask", tensor.shape, 0, "an HxW or CxHxW tensor with C in 1, 2, 3, 4;",
+                      "; an HxWxC tensor? pass mask.permute(2, 0, 1)")
         return (tensor.permute(1, 2, 0) if tensor.ndim == 3 else tensor).numpy(), "torch"
     raise TypeError(f"mask must be a numpy array, a PIL image or a torch tensor, got {type(mask).__name__}")
 
@@ -385,13 +390,8 @@ def prepare_mask(mask: Any, size: Tuple[int, int], threshold: float = 0) -> torc
     kind = array.dtype.kind
     if kind not in "buif":
         raise _mask_dtype_error(array.dtype)
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 2, 3, 4)):
-        hint = ""
-        if array.ndim == 3 and array.shape[0] in (1, 3, 4):
-            hint = "; a CxHxW array? pass mask.transpose(1, 2, 0)"
-        raise ValueError(
-            f"mask must be an HxW, HxWx1, HxWx2, HxWx3 or HxWx4 array, got shape {tuple(array.shape)}{hint}"
-        )
+    _check_layout("mask", array.shape, 2, "an HxW, HxWx1, HxWx2, HxWx3 or HxWx4 array,",
+                  "; a CxHxW array? pass mask.transpose(1, 2, 0)")
     height, width = array.shape[:2]
     if height == 0 or width == 0:
         shape = tuple(mask.shape) if given_as != "PIL" else array.shape

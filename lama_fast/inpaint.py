@@ -75,8 +75,21 @@ class Inpainter:
         first = next(itertools.chain(generator.parameters(), generator.buffers()), None)
         self.device = first.device if first is not None else torch.device("cpu")
         self.dtype = first.dtype if first is not None else torch.float32
-        self.hd = hd.HDSettings(hd_strategy, crop_margin, crop_trigger_size, resize_limit)
-        self.max_memory = memory.parse_size(max_memory) if max_memory is not None else None
+        self.hd, self.max_memory = self.check_settings(hd_strategy, crop_margin, crop_trigger_size, resize_limit,
+                                                       max_memory)
+
+    @staticmethod
+    def check_settings(
+        hd_strategy: str = hd.DEFAULT_STRATEGY,
+        crop_margin: int = hd.DEFAULT_CROP_MARGIN,
+        crop_trigger_size: int = hd.DEFAULT_CROP_TRIGGER_SIZE,
+        resize_limit: int = hd.DEFAULT_RESIZE_LIMIT,
+        max_memory: Optional[Union[int, str]] = None,
+    ) -> Tuple[hd.HDSettings, Optional[int]]:
+        """An Inpainter's settings, checked: the high-resolution settings and ``max_memory`` in bytes
+        (None: what the machine has free); raises as the Inpainter would."""
+        settings = hd.HDSettings(hd_strategy, crop_margin, crop_trigger_size, resize_limit)
+        return settings, memory.parse_size(max_memory) if max_memory is not None else None
 
     def __repr__(self) -> str:
         return (f"Inpainter(backend={self.backend!r}, device={str(self.device)!r}, dtype={self.dtype}, "
@@ -215,9 +228,9 @@ class Inpainter:
             budget = memory.available_bytes()
         # A fast generator may compute in another dtype than it takes in (bfloat16 inside, float32 at its ends).
         compute = getattr(self.generator, "compute_dtype", self.dtype)
-        return make_plan(settings, size, hole, self.backend, compute, budget if guarded else None,
-                         explicit_budget=max_memory is not None or self.max_memory is not None,
-                         min_side=self.min_side)
+        return hd.make_plan(settings, size, hole, self.backend, compute, budget if guarded else None,
+                            explicit_budget=max_memory is not None or self.max_memory is not None,
+                            min_side=self.min_side)
 
     @torch.no_grad()
     def __call__(
@@ -284,91 +297,3 @@ class Inpainter:
             values = result.to(out.dtype)
         region = out[:, rows, cols]
         region.copy_(torch.where(hole[rows, cols], values, region))
-
-
-def make_plan(
-    settings: hd.HDSettings,
-    size: Tuple[int, int],
-    hole: torch.Tensor,
-    backend: str,
-    dtype: torch.dtype,
-    budget: Optional[int],
-    explicit_budget: bool = False,
-    *,
-    min_side: int = 1,
-) -> hd.Plan:
-    """The strategy's regions for ``size`` and ``hole``, checked against ``budget`` bytes: an
-    ``original`` run (or a ``crop`` below its trigger size) that would not fit becomes ``crop``
-    with a note; a run that cannot fit either way raises InsufficientMemoryError.
-
-    Planning the crops is checked against the same budget before each of its two stages (finding
-    the hole regions, merging their boxes), so a mask made to be expensive to plan fails with the
-    numbers instead of exhausting the machine.  ``min_side`` is the smallest side the network
-    takes: crop boxes are grown to it, and a resized run keeps its short side at least that long."""
-    import numpy as np
-
-    height, width = size
-    source = "max_memory" if explicit_budget else "available memory"
-    whole = [hd.Box(0, 0, height, width)]
-    run_size = hd.resized_size(settings, height, width, min_side)
-
-    def largest(sizes: np.ndarray) -> Optional[int]:
-        """The estimate of the largest of these (height, width) runs; None if any has none."""
-        if not len(sizes):
-            return None
-        # The estimate depends on the sizes padded to the network's multiple only.
-        padded = np.unique(-(-np.asarray(sizes, np.int64) // PAD_MODULO), axis=0) * PAD_MODULO
-        estimates = [memory.estimate_peak_bytes(backend, dtype, int(h), int(w)) for h, w in padded]
-        return None if any(e is None for e in estimates) else max(estimates)
-
-    def check_planning(need: int, what: str) -> None:
-        if budget is not None and need > budget:
-            raise memory.InsufficientMemoryError(
-                f"{what} of the {width}x{height} mask needs about {memory.format_bytes(need)}, more than the "
-                f"{memory.format_bytes(budget)} of {source}. Use a larger crop_margin (hole regions closer than "
-                f"twice the margin are grouped first), hd_strategy='resize' (--hd-strategy resize), or raise "
-                f"max_memory if the machine has the memory.")
-
-    def crops() -> hd.Plan:
-        margin = settings.crop_margin
-        if budget is not None:
-            counts = hd.grouping_size(hole, margin, min_side)
-            check_planning(memory.estimate_grouping_bytes(*counts),
-                           f"finding the hole regions (up to {counts.components} of them)")
-        regions = hd.crop_regions(hole, margin, min_side)
-        check_planning(memory.estimate_merging_bytes(len(regions)), f"merging the {len(regions)} crop boxes")
-        merged = hd.merge_crops(regions, height, width)
-        del regions
-        cropped = hd.Plan(settings.strategy, "crop", size, hd.as_boxes(merged))
-        cropped.peak_bytes = largest(np.stack([merged[:, 2] - merged[:, 0], merged[:, 3] - merged[:, 1]], axis=1))
-        cropped.budget_bytes = budget
-        return cropped
-
-    if hd.uses_crop(settings, height, width):
-        plan = crops()
-    else:
-        if run_size is not None:
-            plan = hd.Plan(settings.strategy, "resize", size, whole, run_size=run_size)
-        else:
-            plan = hd.Plan(settings.strategy, "original", size, whole)
-        plan.peak_bytes = largest(np.array([run_size or (height, width)]))
-        plan.budget_bytes = budget
-    if budget is None or plan.peak_bytes is None or plan.peak_bytes <= budget:
-        return plan
-    need = (f"inpainting {width}x{height} with the {plan.strategy} strategy ({backend} backend, "
-            f"{str(dtype).replace('torch.', '')}) needs about {memory.format_bytes(plan.peak_bytes)}, "
-            f"more than the {memory.format_bytes(budget)} of {source}")
-    if plan.strategy == "original":
-        cropped = crops()
-        if cropped.peak_bytes is None:  # no hole: the crop strategy runs nothing
-            cropped.notes.append(f"{need}; switched to the crop strategy, which has nothing to run")
-            return cropped
-        if cropped.peak_bytes <= budget:
-            cropped.notes.append(f"{need}; switched to the crop strategy, which needs about "
-                                 f"{memory.format_bytes(cropped.peak_bytes)}")
-            return cropped
-        need += f"; the crop strategy would need about {memory.format_bytes(cropped.peak_bytes)} too"
-    raise memory.InsufficientMemoryError(
-        f"{need}. Use hd_strategy='resize' (--hd-strategy resize) with a smaller resize_limit, "
-        f"a smaller crop_margin, or raise max_memory if the machine has the memory."
-    )

@@ -9,7 +9,6 @@ JSON line per file: the error, the seconds taken and the peak extra resident mem
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
@@ -18,8 +17,6 @@ import struct
 import sys
 import time
 import zipfile
-import zlib
-from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional
 
@@ -158,16 +155,18 @@ def obj_system(d: Path) -> Path:
     return torch_zip(d / "obj.pt", stop(mapping({"x": body})))
 
 
-def newobj_popen(d: Path) -> Path:
+def _popen_touch(d: Path) -> bytes:
+    """subprocess.Popen and its arguments ``(["touch", SENTINEL],)``, for a NEWOBJ opcode to call."""
     args = pickle.MARK + pickle.MARK + text("touch") + text(str(d / SENTINEL)) + pickle.LIST + pickle.TUPLE
-    body = glob("subprocess", "Popen") + args + pickle.NEWOBJ
-    return torch_zip(d / "newobj.pt", stop(mapping({"x": body})))
+    return glob("subprocess", "Popen") + args
+
+
+def newobj_popen(d: Path) -> Path:
+    return torch_zip(d / "newobj.pt", stop(mapping({"x": _popen_touch(d) + pickle.NEWOBJ})))
 
 
 def newobj_ex_popen(d: Path) -> Path:
-    args = pickle.MARK + pickle.MARK + text("touch") + text(str(d / SENTINEL)) + pickle.LIST + pickle.TUPLE
-    body = glob("subprocess", "Popen") + args + pickle.EMPTY_DICT + pickle.NEWOBJ_EX
-    return torch_zip(d / "newobj_ex.pt", stop(mapping({"x": body})))
+    return torch_zip(d / "newobj_ex.pt", stop(mapping({"x": _popen_touch(d) + pickle.EMPTY_DICT + pickle.NEWOBJ_EX})))
 
 
 def ext_code(d: Path) -> Path:

@@ -1,8 +1,11 @@
 """An independent float64 NumPy statement of LaMa's Fourier layers, read from DESIGN.md and the paper.
 
-It shares no code with lama_fast.model: it works on state-dict tensors and
-numpy's FFT, so a mistake in the module (channel interleaving, FFT norm,
-LFU tiling, gating) shows up as a mismatch.
+It shares no code with lama_fast.model or lama_fast.ops.reference: it works on
+state-dict tensors (BatchNorm unfolded) and numpy's FFT, so a mistake in the
+module (channel interleaving, FFT norm, LFU tiling, gating) shows up as a
+mismatch in tests/test_model.py. It is also the reference's reference:
+tests/test_ops.py::test_references_match_numpy holds the float64 references
+of the fused ops (lama_fast.ops.reference) to it.
 """
 
 from __future__ import annotations

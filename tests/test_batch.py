@@ -57,6 +57,12 @@ def write_mask(path: Path, size=(83, 61), box=(10, 12, 40, 30)) -> Path:
     return path
 
 
+def write_pair(root: Path, name: str, seed: int = 0) -> None:
+    """The picture ``root/NAME.png`` and its mask ``root/NAME_mask.png``, as LaMa pairs them."""
+    write_image(root / f"{name}.png", seed=seed)
+    write_mask(root / f"{name}_mask.png")
+
+
 def files_under(folder: Path):
     """Every file under ``folder``, hidden ones included, relative and sorted."""
     return sorted(str(Path(d, f).relative_to(folder)) for d, _, fs in os.walk(folder) for f in fs)
@@ -268,9 +274,8 @@ def test_an_output_folder_holding_pairs_of_the_input_is_refused(capsys, ckpt, tm
 
 def test_existing_outputs_are_skipped_and_overwrite_redoes_them(capsys, ckpt, tmp_path, monkeypatch):
     root, out = tmp_path / "in", tmp_path / "out"
-    for name in ("a", "b", "c"):
-        write_image(root / f"{name}.png", seed=ord(name))
-        write_mask(root / f"{name}_mask.png")
+    for name in "abc":
+        write_pair(root, name, seed=ord(name))
     code, stdout, err = run(capsys, "inpaint", root, "-o", out, "--checkpoint", ckpt)
     assert code == 0 and summary_counts(stdout) == (3, 0, 0, 0), err
     first = {name: (out / f"{name}_mask.png").read_bytes() for name in "abc"}
@@ -303,8 +308,7 @@ def test_existing_outputs_are_skipped_and_overwrite_redoes_them(capsys, ckpt, tm
 def test_bad_files_are_reported_and_the_rest_go_on(capsys, ckpt, tmp_path):
     root, out = tmp_path / "in", tmp_path / "out"
     for name in ("good1", "good2"):
-        write_image(root / f"{name}.png")
-        write_mask(root / f"{name}_mask.png")
+        write_pair(root, name)
     corrupt = root / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n but then nothing")
     write_mask(root / "corrupt_mask.png")
@@ -404,9 +408,8 @@ def test_no_masks_found_is_an_error(capsys, ckpt, tmp_path, no_model):
 
 def test_run_batch_from_python_stops_on_ctrl_c_and_resumes(tmp_path):
     root, out = tmp_path / "in", tmp_path / "out"
-    for name in ("a", "b", "c"):
-        write_image(root / f"{name}.png", seed=ord(name))
-        write_mask(root / f"{name}_mask.png")
+    for name in "abc":
+        write_pair(root, name, seed=ord(name))
     calls = []
 
     def interrupted_on_the_second(image, mask):

@@ -14,6 +14,7 @@ from lama_fast import benchmark as bm
 from lama_fast.cli import main
 from lama_fast.model.ffc import SpectralTransform
 from lama_fast.model.random import randomise_batchnorm
+from lama_fast.ops.reference import fourier_unit_reference, spectral_transform_reference
 
 
 def test_expand_systems_resolves_aliases_per_suite():
@@ -32,34 +33,12 @@ def test_spectral_transform_flops_match_the_design_figures():
     assert bm.block_flops("ffc_layer", 64) is None
 
 
-def _fourier_unit(x, w_freq, b_freq, fft_norm):
-    """FourierUnit with BatchNorm folded into (w_freq, b_freq): the op's contract, in plain torch."""
-    height, width = x.shape[-2:]
-    spectrum = torch.fft.rfftn(x, dim=(-2, -1), norm=fft_norm)
-    n, c, h, wf = spectrum.shape
-    interleaved = torch.view_as_real(spectrum).permute(0, 1, 4, 2, 3).reshape(n, 2 * c, h, wf)
-    mixed = torch.relu(torch.einsum("oc,nchw->nohw", w_freq, interleaved) + b_freq.view(1, -1, 1, 1))
-    mixed = mixed.view(n, c, 2, h, wf)
-    return torch.fft.irfftn(torch.complex(mixed[:, :, 0], mixed[:, :, 1]), s=(height, width), dim=(-2, -1),
-                            norm=fft_norm)
-
-
-def _spectral_transform(x, w1, b1, w_freq, b_freq, w2, bias, other, relu, fft_norm):
-    hidden = torch.relu(torch.einsum("oc,nchw->nohw", w1, x) + b1.view(1, -1, 1, 1))
-    out = torch.einsum("oc,nchw->nohw", w2, hidden + _fourier_unit(hidden, w_freq, b_freq, fft_norm))
-    if bias is not None:
-        out = out + bias.view(1, -1, 1, 1)
-    if other is not None:
-        out = out + other
-    return torch.relu(out) if relu else out
-
-
 def test_folded_spectral_weights_reproduce_the_module():
     torch.manual_seed(0)
     st = randomise_batchnorm(SpectralTransform(12, 12)).eval().double()
     x = torch.randn(1, 12, 6, 10, dtype=torch.float64)
     p = {k: v.double() for k, v in bm.fold_spectral_transform(st).items()}
-    got = _spectral_transform(x, p["w1"], p["b1"], p["w_freq"], p["b_freq"], p["w2"], None, None, False, "ortho")
+    got = spectral_transform_reference(x, p["w1"], p["b1"], p["w_freq"], p["b_freq"], p["w2"])
     with torch.no_grad():
         want = st(x)
     # The folded weights are float32, so agreement is to float32 rounding.
@@ -67,10 +46,11 @@ def test_folded_spectral_weights_reproduce_the_module():
 
 
 def test_fused_rows_call_the_op_with_folded_weights(monkeypatch):
-    """A stand-in for lama_fast.ops.spectral with the op's contract: the harness's call and parity path."""
+    """A stand-in for lama_fast.ops.spectral with the op's contract (its float64 reference): the harness's call
+    and parity path."""
     stand_in = types.ModuleType("lama_fast.ops.spectral")
-    stand_in.fourier_unit = _fourier_unit
-    stand_in.spectral_transform = _spectral_transform
+    stand_in.fourier_unit = fourier_unit_reference
+    stand_in.spectral_transform = spectral_transform_reference
     monkeypatch.setitem(sys.modules, "lama_fast.ops.spectral", stand_in)
     for block in ("fourier_unit", "spectral_transform"):
         row = bm.run_job(_kernel_spec(block, "ours"), isolate=False)
@@ -185,3 +165,16 @@ def test_cli_kernel_suite_writes_json_and_markdown(tmp_path, capsys):
 def test_cli_rejects_suite_options_without_a_suite(capsys):
     assert main(["bench", "--systems", "eager"]) == 2
     assert "go with --suite" in capsys.readouterr().err
+
+
+def test_worker_process_rows_exits_and_time_limit():
+    from lama_fast.benchmark.core import run_worker
+
+    said = run_worker([sys.executable, "-c", "print('a line'); print('{\"a\": 1}'); print('after')"])
+    assert said.ok and said.row == {"a": 1} and said.failure(None) is None
+    silent = run_worker([sys.executable, "-c", "print('no row')"])
+    assert not silent.ok and silent.failure(None) == "the worker wrote no row"
+    exited = run_worker([sys.executable, "-c", "import sys; print('{}'); sys.exit(3)"])
+    assert exited.failure(None) == "the worker exited with status 3"
+    slow = run_worker([sys.executable, "-c", "import time; time.sleep(30)"], timeout_s=0.5)
+    assert slow.timed_out and slow.failure(0.5) == "the worker ran past 0.5 s and was stopped"

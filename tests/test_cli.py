@@ -38,6 +38,13 @@ def golden_files(golden_dir, golden_case, tmp_path):
     return golden_dir / "tiny" / "checkpoint.ckpt", image, mask, case
 
 
+def inpaint_golden(capsys, golden_files, out, *argv):
+    """``lama-fast inpaint`` of the golden picture under its mask into ``out`` with the golden checkpoint."""
+    ckpt, image, mask, _ = golden_files
+    return run(capsys, "inpaint", str(image), str(mask), "-o", str(out), "--checkpoint", str(ckpt), *argv)
+
+
+
 def test_console_script_is_declared():
     scripts = [e for e in metadata.entry_points(group="console_scripts") if e.name == "lama-fast"]
     assert [e.value for e in scripts] == ["lama_fast.cli:main"]
@@ -62,10 +69,9 @@ def test_module_entry_point_runs():
 
 
 def test_inpaint_writes_the_golden_image(capsys, golden_files, tmp_path):
-    ckpt, image, mask, case = golden_files
+    case = golden_files[3]
     out = tmp_path / "result.png"
-    code, stdout, err = run(capsys, "inpaint", str(image), str(mask), "-o", str(out), "--checkpoint", str(ckpt),
-                            "--dtype", "float64")
+    code, stdout, err = inpaint_golden(capsys, golden_files, out, "--dtype", "float64")
     assert code == 0, err
     assert f"wrote {out}" in stdout
     np.testing.assert_array_equal(np.asarray(Image.open(out)), case["inpainted_uint8"].numpy())
@@ -92,18 +98,17 @@ def test_inpaint_without_checkpoint_says_where_the_weights_are(capsys, golden_fi
 
 
 def test_inpaint_never_overwrites(capsys, golden_files, tmp_path):
-    ckpt, image, mask, _ = golden_files
+    image = golden_files[1]
     before = image.read_bytes()
-    code, _, err = run(capsys, "inpaint", str(image), str(mask), "-o", str(image), "--checkpoint", str(ckpt))
+    code, _, err = inpaint_golden(capsys, golden_files, image)
     assert code == 2 and f"refusing to overwrite an input file: {image}" in err
     assert image.read_bytes() == before
     existing = tmp_path / "existing.png"
     existing.write_bytes(b"keep me")
-    code, _, err = run(capsys, "inpaint", str(image), str(mask), "-o", str(existing), "--checkpoint", str(ckpt))
+    code, _, err = inpaint_golden(capsys, golden_files, existing)
     assert code == 2 and f"{existing} exists; pass --overwrite to replace it" in err
     assert existing.read_bytes() == b"keep me"
-    code, _, err = run(capsys, "inpaint", str(image), str(mask), "-o", str(existing), "--checkpoint", str(ckpt),
-                       "--overwrite")
+    code, _, err = inpaint_golden(capsys, golden_files, existing, "--overwrite")
     assert code == 0, err
     assert Image.open(existing).size == (83, 61)
 
@@ -224,37 +229,39 @@ def test_an_unknown_device_is_a_bad_argument(capsys, golden_files, tmp_path):
     assert "argument --device: device must be a torch device" in one_line(capsys.readouterr().err)
 
 
-def test_an_output_under_a_file_is_refused_before_the_run(capsys, golden_files, tmp_path):
+def assert_outputs_refused(capsys, golden_files, image_output, weights_output, why):
+    """inpaint -o image_output and convert to weights_output both fail as bad input, before running,
+    with the one line ``cannot write the output OUTPUT: why``."""
     ckpt, image, mask, _ = golden_files
+    for argv, out in ((["inpaint", str(image), str(mask), "-o", str(image_output), "--checkpoint", str(ckpt)],
+                       image_output),
+                      (["convert", str(ckpt), str(weights_output)], weights_output)):
+        code, _, err = run(capsys, *argv)
+        assert code == 2
+        assert one_line(err) == f"lama-fast {argv[0]}: cannot write the output {out}: {why}"
+
+
+def test_an_output_under_a_file_is_refused_before_the_run(capsys, golden_files, tmp_path):
     blocker = tmp_path / "somefile.txt"
     blocker.write_text("a file")
-    out = blocker / "out.png"
-    code, _, err = run(capsys, "inpaint", str(image), str(mask), "-o", str(out), "--checkpoint", str(ckpt))
-    assert code == 2
-    assert one_line(err) == f"lama-fast inpaint: cannot write the output {out}: {blocker} is a file, not a folder"
-    deeper = blocker / "a" / "b.safetensors"
-    code, _, err = run(capsys, "convert", str(ckpt), str(deeper))
-    assert code == 2
-    assert one_line(err) == f"lama-fast convert: cannot write the output {deeper}: {blocker} is a file, not a folder"
+    assert_outputs_refused(capsys, golden_files, blocker / "out.png", blocker / "a" / "b.safetensors",
+                           f"{blocker} is a file, not a folder")
     assert blocker.read_text() == "a file"
 
 
 def test_an_existing_folder_as_the_output_of_one_image_asks_for_a_file_name(capsys, golden_files, tmp_path):
-    ckpt, image, mask, _ = golden_files
     folder = tmp_path / "results"
     folder.mkdir()
     for extra in ([], ["--overwrite"]):
-        code, _, err = run(capsys, "inpaint", str(image), str(mask), "-o", str(folder), "--checkpoint", str(ckpt),
-                           *extra)
+        code, _, err = inpaint_golden(capsys, golden_files, folder, *extra)
         assert code == 2
         assert one_line(err) == (f"lama-fast inpaint: the output {folder} is a folder; -o takes the file to write "
                                  f"the result to, e.g. -o {folder / 'photo_inpainted.png'}")
-    code, _, err = run(capsys, "inpaint", str(image), str(mask), "-o", "/dev/null", "--checkpoint", str(ckpt),
-                       "--overwrite")
+    code, _, err = inpaint_golden(capsys, golden_files, "/dev/null", "--overwrite")
     assert code == 2
     assert one_line(err) == ("lama-fast inpaint: the output /dev/null is not a regular file (a character device); "
                              "-o takes the name of the image file to write")
-    code, _, err = run(capsys, "convert", str(ckpt), str(folder))
+    code, _, err = run(capsys, "convert", str(golden_files[0]), str(folder))
     assert code == 2
     assert one_line(err) == (f"lama-fast convert: the output {folder} is a folder; give the name of the "
                              f".safetensors file to write")
@@ -272,11 +279,10 @@ def _full_disk(error_number):
 
 @pytest.mark.parametrize("error_number", [errno.ENOSPC, errno.EROFS], ids=["disk-full", "read-only"])
 def test_a_write_that_fails_is_a_failed_run(capsys, golden_files, tmp_path, monkeypatch, error_number):
-    ckpt, image, mask, _ = golden_files
+    ckpt = golden_files[0]
     out = tmp_path / "out" / "result.png"
     monkeypatch.setattr(os, "replace", _full_disk(error_number))
-    code, stdout, err = run(capsys, "inpaint", str(image), str(mask), "-o", str(out), "--checkpoint", str(ckpt),
-                            "--backend", "reference")
+    code, stdout, err = inpaint_golden(capsys, golden_files, out, "--backend", "reference")
     assert code == 1 and stdout == ""
     assert one_line(err) == f"lama-fast inpaint: cannot write the output {out}: {os.strerror(error_number)}"
     assert list(out.parent.iterdir()) == [], "the temporary file is removed"
@@ -288,7 +294,6 @@ def test_a_write_that_fails_is_a_failed_run(capsys, golden_files, tmp_path, monk
 
 
 def test_an_unwritable_folder_is_refused_before_the_run(capsys, golden_files, tmp_path, monkeypatch):
-    ckpt, image, mask, _ = golden_files
     locked = tmp_path / "locked"
     locked.mkdir()
     if os.geteuid() == 0:  # root writes anywhere but on a read-only file system, which access() reports
@@ -297,15 +302,8 @@ def test_an_unwritable_folder_is_refused_before_the_run(capsys, golden_files, tm
     else:
         locked.chmod(0o555)
     try:
-        out = locked / "o.png"
-        code, _, err = run(capsys, "inpaint", str(image), str(mask), "-o", str(out), "--checkpoint", str(ckpt))
-        assert code == 2
-        assert one_line(err) == f"lama-fast inpaint: cannot write the output {out}: the folder {locked} is not writable"
-        target = locked / "sub" / "w.safetensors"
-        code, _, err = run(capsys, "convert", str(ckpt), str(target))
-        assert code == 2
-        assert one_line(err) == (f"lama-fast convert: cannot write the output {target}: the folder {locked} is not "
-                                 f"writable")
+        assert_outputs_refused(capsys, golden_files, locked / "o.png", locked / "sub" / "w.safetensors",
+                               f"the folder {locked} is not writable")
     finally:
         locked.chmod(0o755)
     assert list(locked.iterdir()) == []
@@ -444,21 +442,17 @@ def test_small_memory_limits_are_written_in_kib_and_bytes(capsys, golden_files, 
 
     assert [format_bytes(n) for n in (0, 1, 1023, 1024, 1536, 5 << 20, 3 << 30)] == [
         "0 bytes", "1 byte", "1023 bytes", "1 KiB", "2 KiB", "5 MiB", "3.00 GiB"]
-    ckpt, image, mask, _ = golden_files
-    code, _, err = run(capsys, "inpaint", str(image), str(mask), "-o", str(tmp_path / "o.png"), "--checkpoint",
-                       str(ckpt), "--max-memory", "1K")
+    code, _, err = inpaint_golden(capsys, golden_files, tmp_path / "o.png", "--max-memory", "1K")
     assert code == 1
     assert "more than the 1 KiB of max_memory" in one_line(err)
 
 
 def test_the_wrote_line_names_the_dtype_the_model_computes_in(capsys, golden_files, tmp_path, monkeypatch):
-    ckpt, image, mask, _ = golden_files
     generator = lama_fast.optimize(lama_fast.model.random.random_generator(TINY_CONFIG, seed=0), backend="reference")
     # A bfloat16 model takes and gives float32, the dtype of its first buffer; it computes in bfloat16.
     generator.compute_dtype = torch.bfloat16
     monkeypatch.setattr(lama_fast, "load", lambda *args, **kwargs: lama_fast.Inpainter(generator, "cpu"))
     out = tmp_path / "o.png"
-    code, stdout, err = run(capsys, "inpaint", str(image), str(mask), "-o", str(out), "--checkpoint", str(ckpt),
-                            "--dtype", "bfloat16")
+    code, stdout, err = inpaint_golden(capsys, golden_files, out, "--dtype", "bfloat16")
     assert code == 0, err
     assert stdout == f"wrote {out} (cpu backend, bfloat16)\n"

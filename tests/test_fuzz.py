@@ -14,6 +14,7 @@ from PIL import Image
 from configs import TINY_CONFIG
 from lama_fast import Inpainter, optimize
 from lama_fast.model.random import random_generator
+from pictures import pil_image
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, event, given, settings  # noqa: E402
@@ -44,6 +45,11 @@ MASK_DEFECTS = ("mask size", "mask dtype", "mask NaN", "mask layout")
 DEFECTS = (None,) * 9 + IMAGE_DEFECTS + MASK_DEFECTS
 
 
+def _container(draw, defect, not_in_pil) -> str:
+    """numpy, PIL or torch; numpy or torch for the defects in ``not_in_pil``, which a PIL image cannot carry."""
+    return draw(st.sampled_from(["numpy", "torch"] if defect in not_in_pil else ["numpy", "PIL", "torch"]))
+
+
 @st.composite
 def images(draw, height: int, width: int, defect) -> Any:
     """An image in one of many containers, dtypes and layouts, with ``defect`` (or none)."""
@@ -52,10 +58,8 @@ def images(draw, height: int, width: int, defect) -> Any:
         height = 0
     if defect == "PIL mode":
         container = "PIL"
-    elif defect in ("image dtype", "image layout", "image values"):
-        container = draw(st.sampled_from(["numpy", "torch"]))
     else:
-        container = draw(st.sampled_from(["numpy", "PIL", "torch"]))
+        container = _container(draw, defect, ("image dtype", "image layout", "image values"))
     if container == "PIL":
         if defect == "PIL mode":
             mode = draw(st.sampled_from(["I;16", "I", "F"]))
@@ -109,18 +113,10 @@ def masks(draw, height: int, width: int, defect):
         chosen = rng.random(levels.shape) < draw(st.sampled_from([0.02, 0.2, 0.6]))
         levels[chosen] = rng.choice(np.array([1, 2, 127, 128, 200, 255], np.uint8), size=int(chosen.sum()))
     half = draw(st.booleans())  # threshold 0, or one between levels 127 and 128 in the mask's own units
-    if defect in ("mask dtype", "mask NaN", "mask layout"):
-        container = draw(st.sampled_from(["numpy", "torch"]))
-    else:
-        container = draw(st.sampled_from(["numpy", "PIL", "torch"]))
+    container = _container(draw, defect, ("mask dtype", "mask NaN", "mask layout"))
     if container == "PIL":
         mode = draw(st.sampled_from(["1", "L", "RGB", "I;16"]))
-        if mode == "1":
-            value = Image.fromarray(levels > 0)
-        elif mode == "I;16":
-            value = Image.fromarray(levels.astype(np.uint16))
-        else:
-            value = Image.fromarray(levels).convert(mode)
+        value = pil_image(levels > 0 if mode == "1" else levels, mode)
         threshold = 127 if half else 0
         return value, threshold, (levels > 0) if mode == "1" else (levels > threshold)
 

@@ -13,7 +13,7 @@ import torch
 
 from configs import TINY_CONFIG
 from lama_fast import Inpainter, hd, memory, optimize
-from lama_fast.inpaint import make_plan
+from lama_fast.hd import make_plan
 from lama_fast.model.random import random_generator
 
 
@@ -124,10 +124,12 @@ def test_crop_boxes_follow_the_stated_rule_on_many_small_masks(paths, monkeypatc
     rng = np.random.default_rng(11 if paths == "as shipped" else 12)
     for case in range(220):
         if paths == "every path":
-            monkeypatch.setattr(hd, "_PAIRWISE_BOXES", int(rng.choice([0, 2])))
-            monkeypatch.setattr(hd, "_FULL_ROUND_BOXES", int(rng.choice([0, 1, 3])))
-            monkeypatch.setattr(hd, "_LOOSE_BOXES", int(rng.choice([0, 1, 5])))
-            monkeypatch.setattr(hd, "_BAND_CELLS", int(rng.choice([1, 7, 64])))
+            monkeypatch.setattr(hd.merging, "_PAIRWISE_BOXES", int(rng.choice([0, 2])))
+            monkeypatch.setattr(hd.merging, "_FULL_ROUND_BOXES", int(rng.choice([0, 1, 3])))
+            monkeypatch.setattr(hd.merging, "_LOOSE_BOXES", int(rng.choice([0, 1, 5])))
+            band_cells = int(rng.choice([1, 7, 64]))
+            for module in (hd.grouping, hd.merging):  # the two stages, which label band by band
+                monkeypatch.setattr(module, "_BAND_CELLS", band_cells)
         height, width = (int(v) for v in rng.integers(1, 48, size=2))
         hole = _random_mask(rng, case % 5, height, width)
         margin = int(rng.choice([0, 0, 1, 1, 2, 3, 6, 40]))
@@ -254,8 +256,8 @@ def test_planning_that_would_not_fit_fails_with_its_numbers_before_it_runs():
     assert str(info.value) == (
         f"finding the hole regions (up to {counts.components} of them) of the 900x600 mask needs about "
         f"{memory.format_bytes(grouping)}, more than the {memory.format_bytes(grouping - 1)} of max_memory. Use a "
-        f"larger crop_margin (hole regions closer than twice the margin are grouped first), hd_strategy='resize' "
-        f"(--hd-strategy resize), or raise max_memory if the machine has the memory.")
+        f"larger crop_margin (hole regions closer than twice the margin are grouped first), hd_strategy='resize', "
+        f"or raise max_memory if the machine has the memory.")
     merging = memory.estimate_merging_bytes(60000)
     assert merging > grouping
     with pytest.raises(memory.InsufficientMemoryError, match=re.escape(
@@ -439,8 +441,8 @@ def test_guard_fails_with_the_numbers_when_nothing_fits(photo, inpainter):
     assert str(info.value) == (
         f"inpainting 3000x2000 with the original strategy (reference backend, float32) needs about "
         f"{memory.format_bytes(whole)}, more than the 100 MiB of max_memory; the crop strategy would need about "
-        f"{memory.format_bytes(largest)} too. Use hd_strategy='resize' (--hd-strategy resize) with a smaller "
-        f"resize_limit, a smaller crop_margin, or raise max_memory if the machine has the memory.")
+        f"{memory.format_bytes(largest)} too. Use hd_strategy='resize' with a smaller resize_limit, a smaller "
+        f"crop_margin, or raise max_memory if the machine has the memory.")
     assert isinstance(info.value, MemoryError)
     with pytest.raises(memory.InsufficientMemoryError, match="with the crop strategy"):
         inpainter(image, mask, hd_strategy="crop", max_memory="100M")
@@ -585,6 +587,8 @@ def test_cli_reports_the_guards_switch_and_its_refusal(tmp_path, capsys, golden_
     assert code == 1 and not (tmp_path / "never.png").exists()
     assert err.startswith("lama-fast inpaint: inpainting 1200x1000 with the crop strategy (cpu backend, float32) "
                           "needs about ")
+    # The library's advice names the setting; the command adds the option that sets it.
+    assert "Use hd_strategy='resize' (--hd-strategy resize) with a smaller resize_limit" in err
 
 
 def test_load_takes_the_settings_and_checks_them_before_reading_the_file(golden_dir, tmp_path):

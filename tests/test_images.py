@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from lama_fast.images import PreparedImage, check_regular_file, prepare_image, prepare_mask, read_image
+from pictures import pil_image
 
 H, W = 6, 9
 
@@ -41,6 +42,13 @@ def _fill(prepared: PreparedImage, hole: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _restore_filled(prepared: PreparedImage):
+    """The hole, the filled rgb (_fill) and what ``restore`` gives back for them."""
+    hole = _hole()
+    out = _fill(prepared, hole)
+    return hole, out, prepared.restore(out, hole)
+
+
 def _raises(exc, message, call, *args, **kwargs):
     with pytest.raises(exc, match=f"^{re.escape(message)}$"):
         call(*args, **kwargs)
@@ -54,9 +62,7 @@ def test_numpy_rgb_uint8():
     assert prepared.size == (H, W)
     assert prepared.rgb.dtype == torch.uint8 and prepared.rgb.is_contiguous()
     np.testing.assert_array_equal(prepared.rgb.numpy(), image.transpose(2, 0, 1))
-    hole = _hole()
-    out = _fill(prepared, hole)
-    result = prepared.restore(out, hole)
+    hole, out, result = _restore_filled(prepared)
     assert isinstance(result, np.ndarray) and result.shape == (H, W, 3) and result.dtype == np.uint8
     want = image.copy()
     want[hole.numpy()] = out.numpy().transpose(1, 2, 0)[hole.numpy()]
@@ -71,9 +77,7 @@ def test_numpy_rgb_float_keeps_its_dtype(dtype):
     prepared = prepare_image(image)
     assert prepared.rgb.dtype == torch.from_numpy(image).dtype
     np.testing.assert_array_equal(prepared.rgb.numpy(), image.transpose(2, 0, 1))
-    hole = _hole()
-    out = _fill(prepared, hole)
-    result = prepared.restore(out, hole)
+    hole, out, result = _restore_filled(prepared)
     assert result.dtype == dtype and result.shape == (H, W, 3)
     np.testing.assert_array_equal(result[~hole.numpy()], image[~hole.numpy()])
     np.testing.assert_array_equal(result[hole.numpy()], out.numpy().transpose(1, 2, 0)[hole.numpy()])
@@ -83,35 +87,33 @@ def test_numpy_rgba_alpha_untouched():
     image = _rng().integers(0, 256, (H, W, 4), dtype=np.uint8)
     prepared = prepare_image(image)
     np.testing.assert_array_equal(prepared.rgb.numpy(), image[..., :3].transpose(2, 0, 1))
-    hole = _hole()
-    out = _fill(prepared, hole)
-    result = prepared.restore(out, hole)
+    hole, out, result = _restore_filled(prepared)
     assert result.shape == (H, W, 4)
     np.testing.assert_array_equal(result[..., 3], image[..., 3])
     np.testing.assert_array_equal(result[~hole.numpy()], image[~hole.numpy()])
     np.testing.assert_array_equal(result[hole.numpy()][:, :3], out.numpy().transpose(1, 2, 0)[hole.numpy()])
 
 
-@pytest.mark.parametrize("shape", [(H, W), (H, W, 1)])
-def test_numpy_greyscale_uint8_hole_is_pils_grey_conversion(shape):
-    image = _rng().integers(0, 256, shape, dtype=np.uint8)
+@pytest.mark.parametrize("container, shape", [("numpy", (H, W)), ("numpy", (H, W, 1)), ("torch", (H, W)),
+                                              ("torch", (1, H, W))])
+def test_greyscale_uint8_hole_is_pils_grey_conversion(container, shape):
+    if container == "numpy":
+        image = _rng().integers(0, 256, shape, dtype=np.uint8)
+    else:
+        image = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     prepared = prepare_image(image)
-    grey = image.reshape(H, W)
+    grey = np.asarray(image).reshape(H, W)
     np.testing.assert_array_equal(prepared.rgb.numpy(), np.stack([grey] * 3))
-    hole = _hole()
-    out = _fill(prepared, hole)
-    result = prepared.restore(out, hole)
-    assert result.shape == shape and result.dtype == np.uint8
+    hole, out, result = _restore_filled(prepared)
+    assert type(result) is type(image) and result.shape == shape and result.dtype == image.dtype
     want = np.asarray(Image.fromarray(out.numpy().transpose(1, 2, 0)).convert("L"))
-    np.testing.assert_array_equal(result.reshape(H, W), np.where(hole.numpy(), want, grey))
+    np.testing.assert_array_equal(np.asarray(result).reshape(H, W), np.where(hole.numpy(), want, grey))
 
 
 def test_numpy_greyscale_float_hole_is_the_luma_sum():
     image = _rng().random((H, W))
     prepared = prepare_image(image)
-    hole = _hole()
-    out = _fill(prepared, hole)
-    result = prepared.restore(out, hole)
+    hole, out, result = _restore_filled(prepared)
     r, g, b = out.numpy()
     want = np.where(hole.numpy(), 0.299 * r + 0.587 * g + 0.114 * b, image)
     assert result.dtype == np.float64
@@ -172,9 +174,7 @@ def test_pil_modes_come_back_in_their_mode(mode):
     source.info["dpi"] = (300, 300)
     prepared = prepare_image(source)
     np.testing.assert_array_equal(prepared.rgb.numpy(), np.asarray(source.convert("RGB")).transpose(2, 0, 1))
-    hole = _hole()
-    out = _fill(prepared, hole)
-    result = prepared.restore(out, hole)
+    hole, out, result = _restore_filled(prepared)
     assert isinstance(result, Image.Image) and result.mode == mode and result.size == (W, H)
     assert result.info["dpi"] == (300, 300)
     before, after, keep = np.asarray(source), np.asarray(result), ~hole.numpy()
@@ -193,9 +193,7 @@ def test_pil_bilevel_comes_back_bilevel():
     source = Image.fromarray(_rng().integers(0, 256, (H, W), dtype=np.uint8)).convert("1")
     prepared = prepare_image(source)
     np.testing.assert_array_equal(prepared.rgb.numpy()[0], np.asarray(source).astype(np.uint8) * 255)
-    hole = _hole()
-    out = _fill(prepared, hole)
-    result = prepared.restore(out, hole)
+    hole, out, result = _restore_filled(prepared)
     assert result.mode == "1"
     filled = Image.fromarray(out.numpy().transpose(1, 2, 0)).convert("L").convert("1", dither=Image.Dither.NONE)
     np.testing.assert_array_equal(np.asarray(result), np.where(hole.numpy(), np.asarray(filled), np.asarray(source)))
@@ -218,9 +216,7 @@ def test_pil_cmyk_hole_is_pils_conversion_of_the_rgb_result():
     source = Image.fromarray(_rng().integers(0, 256, (H, W, 3), dtype=np.uint8)).convert("CMYK")
     prepared = prepare_image(source)
     np.testing.assert_array_equal(prepared.rgb.numpy(), np.asarray(source.convert("RGB")).transpose(2, 0, 1))
-    hole = _hole()
-    out = _fill(prepared, hole)
-    result = prepared.restore(out, hole)
+    hole, out, result = _restore_filled(prepared)
     assert result.mode == "CMYK"
     want = np.asarray(Image.fromarray(out.numpy().transpose(1, 2, 0)).convert("CMYK"))
     np.testing.assert_array_equal(np.asarray(result), np.where(hole.numpy()[..., None], want, np.asarray(source)))
@@ -265,9 +261,7 @@ def test_torch_chw_keeps_dtype_and_alpha(dtype, channels):
     prepared = prepare_image(image)
     assert prepared.rgb.dtype == dtype and prepared.rgb.shape == (3, H, W)
     assert torch.equal(prepared.rgb, image[:3])
-    hole = _hole()
-    out = _fill(prepared, hole)
-    result = prepared.restore(out, hole)
+    hole, out, result = _restore_filled(prepared)
     assert torch.is_tensor(result) and result.dtype == dtype and result.shape == image.shape
     assert torch.equal(result[:, ~hole], image[:, ~hole])
     assert torch.equal(result[:3, hole], out[:, hole])
@@ -275,19 +269,6 @@ def test_torch_chw_keeps_dtype_and_alpha(dtype, channels):
         assert torch.equal(result[3], image[3])
     result[:] = 0
     assert image.abs().sum() > 0  # the result is new memory
-
-
-@pytest.mark.parametrize("shape", [(H, W), (1, H, W)])
-def test_torch_greyscale(shape):
-    image = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-    prepared = prepare_image(image)
-    assert torch.equal(prepared.rgb, image.reshape(1, H, W).expand(3, H, W))
-    hole = _hole()
-    out = _fill(prepared, hole)
-    result = prepared.restore(out, hole)
-    assert result.shape == shape and result.dtype == torch.uint8
-    want = np.asarray(Image.fromarray(out.numpy().transpose(1, 2, 0)).convert("L"))
-    np.testing.assert_array_equal(result.reshape(H, W).numpy(), np.where(hole.numpy(), want, image.reshape(H, W)))
 
 
 def test_torch_requires_grad_input():
@@ -445,12 +426,7 @@ def test_mask_single_channel_layouts(shape):
 @pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "RGBA", "LA", "I;16", "I"])
 def test_mask_pil_modes(mode):
     grid = _grid()
-    if mode == "I;16":
-        image = Image.fromarray(grid.astype(np.uint16) * 257)
-    elif mode == "I":
-        image = Image.fromarray(grid.astype(np.int32))
-    else:
-        image = Image.fromarray(grid).convert(mode)
+    image = pil_image(grid.astype(np.uint16) * 257 if mode == "I;16" else grid, mode)
     assert image.mode == mode
     want = grid >= 128 if mode == "1" else grid > 0
     np.testing.assert_array_equal(prepare_mask(image, (H, W)).numpy(), want)

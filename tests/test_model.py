@@ -70,6 +70,17 @@ def _golden_generator(golden_dir, dtype):
     return generator.to(dtype).eval()
 
 
+def _golden_module(golden_case, name):
+    """The golden case ``name`` ("spectral_case" or "ffc_case") and its module with the case's weights, eval mode."""
+    case = golden_case(name)
+    if name == "spectral_case":
+        module = SpectralTransform(96, 96, enable_lfu=False)
+    else:
+        module = FFC_BN_ACT(128, 128, 3, 0.75, 0.75, padding=1, activation=True, enable_lfu=False)
+    module.load_state_dict(case["state_dict"], strict=True)
+    return case, module.eval()
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_generator_matches_golden(golden_dir, golden_case, dtype):
     case = golden_case("inpaint_case")
@@ -91,10 +102,8 @@ def test_generator_matches_golden(golden_dir, golden_case, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_spectral_transform_matches_golden(golden_case, dtype):
-    case = golden_case("spectral_case")
-    module = SpectralTransform(96, 96, enable_lfu=False)
-    module.load_state_dict(case["state_dict"], strict=True)
-    module = module.to(dtype).eval()
+    case, module = _golden_module(golden_case, "spectral_case")
+    module = module.to(dtype)
     with torch.no_grad():
         out = module(case["input"].to(dtype))
     assert scaled_error(out, case["output"]) <= TOLERANCE[dtype]
@@ -102,10 +111,8 @@ def test_spectral_transform_matches_golden(golden_case, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_ffc_bn_act_matches_golden(golden_case, dtype):
-    case = golden_case("ffc_case")
-    module = FFC_BN_ACT(128, 128, 3, 0.75, 0.75, padding=1, activation=True, enable_lfu=False)
-    module.load_state_dict(case["state_dict"], strict=True)
-    module = module.to(dtype).eval()
+    case, module = _golden_module(golden_case, "ffc_case")
+    module = module.to(dtype)
     with torch.no_grad():
         out_l, out_g = module((case["input_local"].to(dtype), case["input_global"].to(dtype)))
     assert scaled_error(out_l, case["output_local"]) <= TOLERANCE[dtype]

@@ -1,31 +1,31 @@
 """The compiled ops lama_fast::spectral_transform and lama_fast::fourier_unit against float64 truth.
 
-The truth is tests/numpy_reference.py (independent float64 NumPy) for the
-module-shaped cases and a float64 PyTorch statement of the op's math for the
-general ones (any Cout, bias, other, relu).
+The truth is lama_fast.ops.reference (the ops' math in float64 PyTorch), itself
+checked here against tests/numpy_reference.py (an independent float64 NumPy
+statement of the modules) on module-shaped cases.
 """
 
 from __future__ import annotations
 
 import re
 
-import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import numpy_reference as npref
-from lama_fast._build import build_info
+from lama_fast._build import build_info, extension_reasons
 from lama_fast.model.ffc import FourierUnit, SpectralTransform
-from lama_fast.ops._extension import load_extension
+from lama_fast.ops.reference import (fourier_unit_reference, plain_spectral_transform,
+                                     spectral_transform_reference)
+from op_cases import check_output, shape_id
 from test_model import randomise
 
-REASON = load_extension()
-if REASON is not None:
+REASONS = extension_reasons()
+if REASONS:
     if build_info()["cpu_extension"].startswith("built"):
-        raise RuntimeError(f"lama_fast._C was built but does not load: {REASON}")
-    pytest.skip(f"lama_fast._C is not available: {REASON}", allow_module_level=True)
+        raise RuntimeError(f"lama_fast._C was built but does not load: {'; '.join(REASONS)}")
+    pytest.skip(f"lama_fast._C is not available: {'; '.join(REASONS)}", allow_module_level=True)
 
 from lama_fast.ops import spectral  # noqa: E402  (after the skip: it needs the extension)
 
@@ -73,35 +73,6 @@ def random_weights(cin: int, ch: int, cout: int, dtype: torch.dtype, seed: int) 
     return [t.to(dtype) for t in tensors]
 
 
-def torch_fourier_unit(y: torch.Tensor, w_freq, b_freq, norm: str) -> torch.Tensor:
-    """The Fourier unit in float64 PyTorch, weights already folded."""
-    n, c, h, w = y.shape
-    spec = torch.fft.rfft2(y, norm=norm)
-    stacked = torch.view_as_real(spec).permute(0, 1, 4, 2, 3).reshape(n, 2 * c, h, spec.shape[-1])
-    mixed = torch.relu(torch.einsum("oc,nchw->nohw", w_freq, stacked) + b_freq[:, None, None])
-    mixed = mixed.view(n, c, 2, h, spec.shape[-1])
-    return torch.fft.irfft2(torch.complex(mixed[:, :, 0], mixed[:, :, 1]), s=(h, w), norm=norm)
-
-
-def torch_spectral(x, w1, b1, w_freq, b_freq, w2, bias, other, relu, norm) -> torch.Tensor:
-    """The op's math in float64 PyTorch."""
-    x, w1, b1, w_freq, b_freq, w2 = (t.double() for t in (x, w1, b1, w_freq, b_freq, w2))
-    y = torch.relu(torch.einsum("oc,nchw->nohw", w1, x) + b1[:, None, None])
-    out = torch.einsum("oc,nchw->nohw", w2, y + torch_fourier_unit(y, w_freq, b_freq, norm))
-    if bias is not None:
-        out = out + bias.double()[:, None, None]
-    if other is not None:
-        out = out + other.double()
-    return torch.relu(out) if relu else out
-
-
-def check_output(out: torch.Tensor, shape, dtype) -> None:
-    assert out.shape == torch.Size(shape)
-    assert out.dtype == dtype
-    assert out.is_contiguous(memory_format=torch.channels_last)
-    assert torch.isfinite(out).all()
-
-
 # --- parity --------------------------------------------------------------------------------
 
 # (batch, Cin, Cout, H, W); the module's hidden width is Ch = Cout // 2 = 6. W = 83 has a
@@ -109,41 +80,59 @@ def check_output(out: torch.Tensor, shape, dtype) -> None:
 MODULE_CASES = [(1, 7, 12, 12, 20), (2, 12, 12, 7, 9), (1, 12, 12, 61, 83)]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("norm", NORMS)
-@pytest.mark.parametrize("case", MODULE_CASES, ids=lambda c: "x".join(map(str, c)))
-def test_spectral_transform_matches_numpy_reference(case, norm, dtype):
+def module_cases(test):
+    """The test for every MODULE_CASES entry, norm and dtype (float32, float64)."""
+    test = pytest.mark.parametrize("dtype", [torch.float32, torch.float64])(test)
+    test = pytest.mark.parametrize("norm", NORMS)(test)
+    return pytest.mark.parametrize("case", MODULE_CASES, ids=shape_id)(test)
+
+
+def module_case(case, norm):
+    """A randomised SpectralTransform for a MODULE_CASES entry, its float32 input and the generator that drew it."""
     batch, cin, cout, h, w = case
     st = randomise(SpectralTransform(cin, cout, fft_norm=norm), seed=cin * h + w)
-    weights = folded_spectral(st, dtype)
     gen = torch.Generator().manual_seed(h * w)
-    x = torch.randn(batch, cin, h, w, generator=gen).to(dtype)
-    truth = npref.spectral_transform(x.double().numpy(), st.state_dict(), norm=norm)
+    return st, torch.randn(batch, cin, h, w, generator=gen), gen
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("case", MODULE_CASES, ids=shape_id)
+def test_references_match_numpy(case, norm):
+    """The references of both ops, on a module's folded float64 weights, are the NumPy statement of the module."""
+    st, x, _ = module_case(case, norm)
+    x = x.double()
+    want = npref.spectral_transform(x.numpy(), st.state_dict(), norm=norm)
+    got = spectral_transform_reference(x, *folded_spectral(st, torch.float64), fft_norm=norm)
+    assert relative_error(got, torch.from_numpy(want)) <= TOLERANCE[torch.float64]
+    y = x[:, : case[2] // 2]
+    want = npref.fourier_unit(y.numpy(), st.state_dict(), "fu.", norm)
+    got = fourier_unit_reference(y, *fold(st.fu.conv_layer, st.fu.bn), norm)
+    assert relative_error(got, torch.from_numpy(want)) <= TOLERANCE[torch.float64]
+
+
+@module_cases
+def test_spectral_transform_module_cases(case, norm, dtype):
+    batch, cin, cout, h, w = case
+    st, x, gen = module_case(case, norm)
+    weights = folded_spectral(st, dtype)
+    x = x.to(dtype)
     for relu, use_bias, use_other, channels_last in VARIANTS:
         bias = torch.randn(cout, generator=gen).to(dtype) if use_bias else None
         other = torch.randn(batch, cout, h, w, generator=gen).to(dtype) if use_other else None
-        want = truth.copy()
-        if bias is not None:
-            want = want + bias.double().numpy()[None, :, None, None]
-        if other is not None:
-            want = want + other.double().numpy()
-        if relu:
-            want = np.maximum(want, 0)
+        want = spectral_transform_reference(x, *weights, bias, other, relu, norm)
         xin = x.contiguous(memory_format=torch.channels_last) if channels_last else x
         out = spectral.spectral_transform(xin, *weights, bias, other, relu, norm)
         check_output(out, (batch, cout, h, w), dtype)
-        assert relative_error(out, torch.from_numpy(want)) <= TOLERANCE[dtype], (relu, use_bias, use_other)
+        assert relative_error(out, want) <= TOLERANCE[dtype], (relu, use_bias, use_other)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("norm", NORMS)
-@pytest.mark.parametrize("case", MODULE_CASES, ids=lambda c: "x".join(map(str, c)))
-def test_fourier_unit_matches_numpy_reference(case, norm, dtype):
+@module_cases
+def test_fourier_unit_module_cases(case, norm, dtype):
     batch, _, channels, h, w = case
     fu = randomise(FourierUnit(channels, channels, fft_norm=norm), seed=h + w)
     w_freq, b_freq = (t.to(dtype).contiguous() for t in fold(fu.conv_layer, fu.bn))
     x = torch.randn(batch, channels, h, w, generator=torch.Generator().manual_seed(h)).to(dtype)
-    want = torch.from_numpy(npref.fourier_unit(x.double().numpy(), fu.state_dict(), "", norm))
+    want = fourier_unit_reference(x, w_freq, b_freq, norm)
     for xin in (x, x.contiguous(memory_format=torch.channels_last)):
         out = spectral.fourier_unit(xin, w_freq, b_freq, norm)
         check_output(out, x.shape, dtype)
@@ -152,23 +141,13 @@ def test_fourier_unit_matches_numpy_reference(case, norm, dtype):
 
 # (batch, Cin, Ch, Cout, H, W): every radix of the op's FFT (4, 2, 3, generic 5, 7, 11, 13,
 # 61), odd and even W, 1-point axes, several row chunks and column groups, channel blocks.
-SIZE_CASES = [
-    (1, 5, 3, 4, 1, 1),
-    (1, 5, 3, 4, 2, 2),
-    (1, 5, 3, 4, 1, 8),
-    (2, 5, 3, 4, 9, 1),
-    (1, 6, 4, 5, 13, 11),
-    (1, 4, 5, 6, 61, 10),
-    (1, 8, 7, 8, 5, 50),
-    (1, 8, 9, 8, 49, 14),
-    (2, 8, 4, 8, 48, 80),
-    (1, 24, 20, 16, 32, 96),
-    (1, 16, 64, 16, 256, 2),
-]
+SIZE_CASES = [(1, 5, 3, 4, 1, 1), (1, 5, 3, 4, 2, 2), (1, 5, 3, 4, 1, 8), (2, 5, 3, 4, 9, 1), (1, 6, 4, 5, 13, 11),
+              (1, 4, 5, 6, 61, 10), (1, 8, 7, 8, 5, 50), (1, 8, 9, 8, 49, 14), (2, 8, 4, 8, 48, 80),
+              (1, 24, 20, 16, 32, 96), (1, 16, 64, 16, 256, 2)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("case", SIZE_CASES, ids=lambda c: "x".join(map(str, c)))
+@pytest.mark.parametrize("case", SIZE_CASES, ids=shape_id)
 def test_spectral_transform_sizes(case, dtype):
     batch, cin, ch, cout, h, w = case
     weights = random_weights(cin, ch, cout, dtype, seed=h * w)
@@ -179,12 +158,12 @@ def test_spectral_transform_sizes(case, dtype):
     for norm, relu in (("ortho", True), ("backward", False)):
         out = spectral.spectral_transform(x, *weights, bias, other, relu, norm)
         check_output(out, (batch, cout, h, w), dtype)
-        want = torch_spectral(x, *weights, bias, other, relu, norm)
+        want = spectral_transform_reference(x, *weights, bias, other, relu, norm)
         assert relative_error(out, want) <= TOLERANCE[dtype], norm
     fu_in = x[:, :ch] if cin >= ch else torch.randn(batch, ch, h, w, generator=gen).to(dtype)
     out = spectral.fourier_unit(fu_in, weights[2], weights[3], "forward")
     check_output(out, fu_in.shape, dtype)
-    want = torch_fourier_unit(fu_in.double(), weights[2].double(), weights[3].double(), "forward")
+    want = fourier_unit_reference(fu_in, weights[2], weights[3], "forward")
     assert relative_error(out, want) <= TOLERANCE[dtype]
 
 
@@ -198,30 +177,12 @@ def test_matches_reference_module_float32():
     assert relative_error(out, want) <= TOLERANCE[torch.float32]
 
 
-def plain_bfloat16(x, w1, b1, w_freq, b_freq, w2, bias, other, relu, norm) -> torch.Tensor:
-    """The op's math in plain PyTorch: 1x1 convs in bfloat16, FFTs in float32."""
-
-    def conv(weight, t, b=None):
-        return F.conv2d(t, weight[:, :, None, None], b)
-
-    y = torch.relu(conv(w1, x, b1))
-    n, c, h, w = y.shape
-    spec = torch.fft.rfft2(y.float(), norm=norm)
-    stacked = torch.view_as_real(spec).permute(0, 1, 4, 2, 3).reshape(n, 2 * c, h, spec.shape[-1])
-    mixed = torch.relu(conv(w_freq, stacked.bfloat16(), b_freq)).float().view(n, c, 2, h, spec.shape[-1])
-    z = torch.fft.irfft2(torch.complex(mixed[:, :, 0], mixed[:, :, 1]), s=(h, w), norm=norm)
-    out = conv(w2, (y.float() + z).bfloat16(), bias)
-    if other is not None:
-        out = out + other
-    return torch.relu(out) if relu else out
-
-
 # (batch, Cin, Ch, Cout, H, W)
 BF16_CASES = [(1, 7, 6, 12, 12, 20), (2, 12, 6, 12, 7, 9), (1, 12, 6, 12, 61, 83), (1, 64, 120, 32, 256, 4)]
 
 
 @pytest.mark.parametrize("norm", NORMS)
-@pytest.mark.parametrize("case", BF16_CASES, ids=lambda c: "x".join(map(str, c)))
+@pytest.mark.parametrize("case", BF16_CASES, ids=shape_id)
 def test_bfloat16_within_twice_plain_pytorch(case, norm):
     batch, cin, ch, cout, h, w = case
     weights = random_weights(cin, ch, cout, torch.bfloat16, seed=h * w)
@@ -233,13 +194,13 @@ def test_bfloat16_within_twice_plain_pytorch(case, norm):
         xin = x.contiguous(memory_format=torch.channels_last) if channels_last else x
         out = spectral.spectral_transform(xin, *weights, bias, other, relu, norm)
         check_output(out, (batch, cout, h, w), torch.bfloat16)
-        want = torch_spectral(x, *weights, bias, other, relu, norm)
-        plain = relative_error(plain_bfloat16(x, *weights, bias, other, relu, norm), want)
+        want = spectral_transform_reference(x, *weights, bias, other, relu, norm)
+        plain = relative_error(plain_spectral_transform(x, *weights, bias, other, relu, norm, torch.float32), want)
         assert relative_error(out, want) <= 2 * plain + BF16_FLOOR, (relu, use_bias, use_other)
     fu_in = torch.randn(batch, ch, h, w, generator=gen).bfloat16()
     out = spectral.fourier_unit(fu_in, weights[2], weights[3], norm)
     check_output(out, fu_in.shape, torch.bfloat16)
-    want = torch_fourier_unit(fu_in.double(), weights[2].double(), weights[3].double(), norm)
+    want = fourier_unit_reference(fu_in, weights[2], weights[3], norm)
     assert relative_error(out, want) <= 2 ** -7
 
 
@@ -256,7 +217,7 @@ def test_reused_work_buffers_are_overwritten(dtype):
         x = torch.randn(shape, generator=gen).to(dtype)
         out = spectral.spectral_transform(x, *big, None, None, False, "ortho")
         check_output(out, shape, dtype)
-        want = torch_spectral(x, *big, None, None, False, "ortho")
+        want = spectral_transform_reference(x, *big, None, None, False, "ortho")
         assert relative_error(out, want) <= (TOLERANCE[dtype] if dtype != torch.bfloat16 else 2e-2)
         fu = spectral.fourier_unit(x[:, :6], big[2], big[3])
         check_output(fu, (shape[0], 6) + shape[2:], dtype)
@@ -286,7 +247,7 @@ def test_noncontiguous_inputs():
     other = torch.randn(1, 5, 16, 10, dtype=torch.float64).transpose(2, 3)
     w1 = weights[0].t().contiguous().t()
     out = spectral.spectral_transform(x, w1, *weights[1:], None, other, True, "ortho")
-    want = torch_spectral(x, *weights, None, other, True, "ortho")
+    want = spectral_transform_reference(x, *weights, None, other, True, "ortho")
     assert relative_error(out, want) <= TOLERANCE[torch.float64]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,18 +29,38 @@ def test_missing_optional_parts_do_not_break_import():
         "import sys\n"
         "sys.modules['lama_fast._C'] = None\n"
         "sys.modules['triton'] = None\n"
+        "import torch\n"
         "import lama_fast, lama_fast.kernels\n"
-        "from lama_fast._build import extension_status\n"
-        "print(extension_status())\n"
-        "print(lama_fast.kernels.triton_status())\n"
+        "from lama_fast._build import extension_reasons\n"
+        "from lama_fast.backends.cuda import cuda_kernels_reasons\n"
+        "from lama_fast.ops import spectral, winograd\n"
+        "print(*extension_reasons(), sep='; ')\n"
+        "print(*lama_fast.kernels.triton_reasons(), sep='; ')\n"
         "print(lama_fast.available_backends()['reference'])\n"
         "print(lama_fast.available_backends()['cpu'])\n"
+        "why = extension_reasons()\n"
+        "print(spectral.spectral_reasons() == winograd.winograd_reasons() == cuda_kernels_reasons() == why)\n"
+        "x = torch.zeros(1, 2, 4, 4)\n"
+        "for call in (lambda: spectral.fourier_unit(x, x, x), winograd.winograd_isa):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except RuntimeError as error:\n"
+        "        print(error)\n"
+        "print(lama_fast._info.format_info(lama_fast.info()))\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    extension, triton, reference, cpu = done.stdout.splitlines()
+    extension, triton, reference, cpu, same, spectral, winograd, *info = done.stdout.splitlines()
     assert extension.startswith("lama_fast._C does not import (ModuleNotFoundError")
     assert "build: " in extension
     assert triton.startswith("triton ")
     assert reference == "None"
     assert cpu.startswith("lama_fast._C does not import (ModuleNotFoundError")
+    # Every part that needs the extension gives its reason; the ops wrappers raise with it.
+    assert same == "True"
+    assert spectral == f"the compiled op is unavailable: {extension}"
+    assert winograd == f"the Winograd convolution is unavailable: {extension}"
+    # lama_fast.info() still works, without the Winograd row.
+    assert f"| extension lama_fast._C | {extension}" in "\n".join(info)
+    assert not any("winograd" in line for line in info)
+    assert any(re.match(r"\| triton kernels +\| triton ", line) for line in info)

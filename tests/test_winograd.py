@@ -1,4 +1,5 @@
-"""The Winograd F(4x4, 3x3) conv ops against a float64 F.conv2d: parity, ragged tiles, fused epilogue, registration."""
+"""The Winograd F(4x4, 3x3) conv ops against their float64 reference (lama_fast.ops.reference.conv3x3_reference):
+parity, ragged tiles, fused epilogue, registration."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lama_fast.ops.winograd import conv3x3_winograd, winograd_available, winograd_isa, winograd_weight
+from lama_fast.ops.reference import conv3x3_reference, plain_conv3x3
+from lama_fast.ops.winograd import conv3x3_winograd, winograd_isa, winograd_ops_reasons, winograd_weight
 
-REASON = winograd_available()
-pytestmark = pytest.mark.skipif(REASON is not None, reason=f"Winograd ops unavailable: {REASON}")
+REASONS = winograd_ops_reasons()
+pytestmark = pytest.mark.skipif(bool(REASONS), reason=f"Winograd ops unavailable: {'; '.join(REASONS)}")
 
 # Kernels to test: the portable ones always, the AVX2 and best ones where the CPU has them.
 ISAS = ["generic", "avx2", "best"]
@@ -43,14 +45,6 @@ def _data(n, cin, cout, h, w, seed=0):
     return x, weight, bias, other
 
 
-def _reference(x, weight, bias, other, relu):
-    """The same computation with F.conv2d in the dtype of x."""
-    y = F.conv2d(x, weight, bias)
-    if other is not None:
-        y = y + other
-    return y.relu() if relu else y
-
-
 def _relative_error(got, want):
     return ((got.double() - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
 
@@ -76,15 +70,10 @@ def test_matches_float64_conv(isa, n, cin, cout, h, w, bias, other, relu):
     x, weight, b, o = _data(n, cin, cout, h, w)
     b = b if bias else None
     o = o if other else None
-    want = _reference(x, weight, b, o, relu)
+    want = conv3x3_reference(x, weight, b, o, relu)
     torch_error = _relative_error(
-        _reference(
-            x.float().contiguous(memory_format=torch.channels_last),
-            weight.float(),
-            None if b is None else b.float(),
-            None if o is None else o.float(),
-            relu,
-        ),
+        plain_conv3x3(x.float().contiguous(memory_format=torch.channels_last), weight.float(),
+                      None if b is None else b.float(), None if o is None else o.float(), relu),
         want,
     )
     packed = winograd_weight(weight.float())
@@ -106,9 +95,9 @@ def test_matches_float64_conv(isa, n, cin, cout, h, w, bias, other, relu):
 @pytest.mark.parametrize("cin, cout", [(512, 128), (128, 384)])
 def test_lama_shapes_as_accurate_as_conv2d(cin, cout):
     x, weight, _, _ = _data(1, cin, cout, 21, 24, seed=1)
-    want = F.conv2d(x, weight)
+    want = conv3x3_reference(x, weight)
     x = x.float().contiguous(memory_format=torch.channels_last)
-    torch_error = _relative_error(F.conv2d(x, weight.float()), want)
+    torch_error = _relative_error(plain_conv3x3(x, weight.float()), want)
     error = _relative_error(conv3x3_winograd(x, winograd_weight(weight.float())), want)
     assert error <= 1e-5 and error <= 2 * torch_error + 1e-6, f"{error:.3g} vs float32 F.conv2d's {torch_error:.3g}"
 
@@ -161,7 +150,7 @@ def test_reflect_padding_read_in_place(isa, n, cin, cout, h, w):
     """reflect_pad=1 on the unpadded input gives bit for bit what the pre-padded input gives."""
     padded, weight, bias, _ = _data(n, cin, cout, h, w, seed=5)
     x = padded[:, :, 1:-1, 1:-1].contiguous()
-    want = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), weight, bias).relu()
+    want = conv3x3_reference(x, weight, bias, None, True, reflect_pad=1)
     packed = winograd_weight(weight.float())
     _poison((n, cout, h, w))
     got = conv3x3_winograd(x.float(), packed, bias.float(), None, True, 1)

@@ -1,9 +1,40 @@
-// The Python module lama_fast._C. Importing it runs the static registrations
-// (TORCH_LIBRARY_FRAGMENT / TORCH_LIBRARY_IMPL) of every csrc/cpu/*.cpp, which
-// makes the ops available as torch.ops.lama_fast.<name>.
+// The Python module lama_fast._C and the schema of every op it registers.
+//
+// Importing lama_fast._C runs the static registrations: the schemas below
+// (TORCH_LIBRARY_FRAGMENT, as Python adds the Triton ops to the same
+// namespace) and each implementation's TORCH_LIBRARY_IMPL, which make the
+// ops available as torch.ops.lama_fast.<name>. Where each op is implemented:
+//   spectral_transform, fourier_unit    cpu/spectral.cpp (CPU), cuda/spectral_cuda.cpp (CUDA)
+//   winograd_weight, conv3x3_winograd,  cpu/winograd.cpp (CPU)
+//   winograd_isa
+//   cuda_emulated_spectral_transform,   cpu/cuda_emulation.cpp: the CUDA pipeline on the CPU,
+//   cuda_emulated_fourier_unit,         for the tests
+//   cuda_emulated_mixed_spectrum
+// docs/ops.md lists them with their Python wrappers, references, tests and
+// benchmarks.
 
 #include <pybind11/pybind11.h>
+#include <torch/library.h>
+
+// The arguments of spectral_transform and of fourier_unit (also those of their emulations).
+#define LF_SPECTRAL_TRANSFORM_ARGS                                                                    \
+  "(Tensor x, Tensor w1, Tensor b1, Tensor w_freq, Tensor b_freq, Tensor w2, Tensor? bias, Tensor? other, " \
+  "bool relu, str fft_norm) -> Tensor"
+#define LF_FOURIER_UNIT_ARGS "(Tensor x, Tensor w_freq, Tensor b_freq, str fft_norm) -> Tensor"
+
+TORCH_LIBRARY_FRAGMENT(lama_fast, m) {
+  m.def("spectral_transform" LF_SPECTRAL_TRANSFORM_ARGS);
+  m.def("fourier_unit" LF_FOURIER_UNIT_ARGS);
+  m.def("winograd_weight(Tensor weight) -> Tensor");
+  m.def(
+      "conv3x3_winograd(Tensor x, Tensor packed_weight, Tensor? bias=None, Tensor? other=None, bool relu=False, "
+      "int reflect_pad=0) -> Tensor");
+  m.def("winograd_isa() -> str");
+  m.def("cuda_emulated_spectral_transform" LF_SPECTRAL_TRANSFORM_ARGS);
+  m.def("cuda_emulated_fourier_unit" LF_FOURIER_UNIT_ARGS);
+  m.def("cuda_emulated_mixed_spectrum(Tensor y, Tensor w_freq, Tensor b_freq, str fft_norm) -> Tensor");
+}
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "Compiled CPU ops of lama_fast, registered under torch.ops.lama_fast";
+  m.doc() = "Compiled ops of lama_fast, registered under torch.ops.lama_fast";
 }

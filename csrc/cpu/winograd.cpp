@@ -11,6 +11,7 @@
 //   pixel is read in place (no padded copy is made).
 // lama_fast::winograd_isa(): which kernels run here ("avx512", "avx2" or
 //   "generic"); LAMA_FAST_WINOGRAD_ISA=avx2|generic caps the choice.
+// (Schemas in csrc/cpu/module.cpp.)
 //
 // Accuracy decides the tile. In a float32 model of the algorithm on LaMa's
 // data (unit activations, weights ~ N(0, 1/(9 Cin))), the interpolation
@@ -150,6 +151,58 @@ __attribute__((always_inline)) inline void at_column(T m0, T m1, T m2, T m3, T m
   o[3] = (t + m5) + 0.125f * m3 - 8.0f * m4;
 }
 
+// One panel of the GEMMs of a block (see gemm_generic): position pos's rows of
+// V (a, ldv apart), its columns n0 .. n0 + width of M (c, ldm apart), and the
+// rows k0 .. of that column block of the packed weight (b, width apart).
+struct Panel {
+  const float* a;
+  float* c;
+  const float* b;
+  int64_t width;
+};
+
+// f(panel) for every position and column block of the GEMMs of a block.
+template <typename F>
+__attribute__((always_inline)) inline void for_each_panel(const Problem& p, int64_t k0, const float* v, float* m,
+                                                          F&& f) {
+  const int64_t plane_v = p.block_tiles * p.ldv;
+  const int64_t plane_m = p.block_tiles * p.ldm;
+  for (int pos = 0; pos < kPos; ++pos) {
+    const float* u_pos = p.u + pos * p.cin * p.cout;
+    for (int64_t n0 = 0; n0 < p.cout; n0 += kNr) {
+      const int64_t width = std::min<int64_t>(kNr, p.cout - n0);
+      f(Panel{v + pos * plane_v, m + pos * plane_m + n0, u_pos + n0 * p.cin + k0 * width, width});
+    }
+  }
+}
+
+// One row of a panel: c_row (+)= a b, every kSum input channels summed on
+// their own, then added (the first K chunk, k0 = 0, overwrites).
+__attribute__((always_inline)) inline void gemm_row(const float* a, const float* b, int64_t width, int64_t k0,
+                                                    int64_t k_len, float* c_row) {
+  for (int64_t k1 = 0; k1 < k_len; k1 += kSum) {
+    float acc[kNr] = {};
+    for (int64_t k = k1; k < std::min(k_len, k1 + kSum); ++k) {
+      const float ak = a[k];
+      const float* bk = b + k * width;
+      for (int64_t c = 0; c < width; ++c) acc[c] += ak * bk[c];
+    }
+    for (int64_t c = 0; c < width; ++c) c_row[c] = k0 + k1 > 0 ? c_row[c] + acc[c] : acc[c];
+  }
+}
+
+// The output pixels of one tile: rows x cols of them (fewer on the bottom and
+// right edges), the first at pixel0 of the (N, H, W) output.
+struct OutputTile {
+  int64_t rows, cols, pixel0;
+};
+
+inline OutputTile output_tile(const Problem& p, int64_t t) {
+  const TilePos tp = tile_pos(p, t);
+  return {std::min<int64_t>(kOut, p.h - tp.y0), std::min<int64_t>(kOut, p.w - tp.x0),
+          (tp.n * p.h + tp.y0) * p.w + tp.x0};
+}
+
 // ---------------------------------------------------------------------------
 // Portable kernels: loops over kLanes channels that the compiler vectorizes.
 
@@ -199,38 +252,16 @@ void input_transform_generic(const Problem& p, int64_t t0, int64_t nt, int64_t k
 // sequential float32 sum over Cin = 512 gave ~3.5x the error (the output
 // transform amplifies the GEMM's rounding), ~4x that of float32 F.conv2d.
 void gemm_generic(const Problem& p, int64_t nt, int64_t k0, int64_t k_len, const float* v, float* m) {
-  const int64_t plane_v = p.block_tiles * p.ldv;
-  const int64_t plane_m = p.block_tiles * p.ldm;
-  for (int pos = 0; pos < kPos; ++pos) {
-    const float* u_pos = p.u + pos * p.cin * p.cout;
-    for (int64_t n0 = 0; n0 < p.cout; n0 += kNr) {
-      const int64_t width = std::min<int64_t>(kNr, p.cout - n0);
-      const float* b = u_pos + n0 * p.cin + k0 * width;
-      for (int64_t t = 0; t < nt; ++t) {
-        const float* a = v + pos * plane_v + t * p.ldv;
-        float* c_row = m + pos * plane_m + t * p.ldm + n0;
-        for (int64_t k1 = 0; k1 < k_len; k1 += kSum) {
-          float acc[kNr] = {};
-          for (int64_t k = k1; k < std::min(k_len, k1 + kSum); ++k) {
-            const float ak = a[k];
-            const float* bk = b + k * width;
-            for (int64_t c = 0; c < width; ++c) acc[c] += ak * bk[c];
-          }
-          for (int64_t c = 0; c < width; ++c) c_row[c] = k0 + k1 > 0 ? c_row[c] + acc[c] : acc[c];
-        }
-      }
-    }
-  }
+  for_each_panel(p, k0, v, m, [&](const Panel& q) {
+    for (int64_t t = 0; t < nt; ++t) gemm_row(q.a + t * p.ldv, q.b, q.width, k0, k_len, q.c + t * p.ldm);
+  });
 }
 
 // out = relu?(A^T M A + bias + other) for the tiles t0...
 void output_transform_generic(const Problem& p, int64_t t0, int64_t nt, const float* m) {
   const int64_t plane = p.block_tiles * p.ldm;
   for (int64_t t = 0; t < nt; ++t) {
-    const TilePos tp = tile_pos(p, t0 + t);
-    const int64_t rows = std::min<int64_t>(kOut, p.h - tp.y0);
-    const int64_t cols = std::min<int64_t>(kOut, p.w - tp.x0);
-    const int64_t pixel0 = (tp.n * p.h + tp.y0) * p.w + tp.x0;
+    const OutputTile tile = output_tile(p, t0 + t);
     for (int64_t c0 = 0; c0 < p.cout; c0 += kLanes) {
       const int64_t lanes = std::min<int64_t>(kLanes, p.cout - c0);
       float s[kOut][kIn][kLanes];  // A^T times the columns of the tile
@@ -243,15 +274,15 @@ void output_transform_generic(const Problem& p, int64_t t0, int64_t nt, const fl
           for (int i = 0; i < kOut; ++i) s[i][j][l] = o[i];
         }
       }
-      for (int i = 0; i < rows; ++i) {
+      for (int i = 0; i < tile.rows; ++i) {
         float y[kOut][kLanes];
         for (int l = 0; l < kLanes; ++l) {
           float o[kOut];
           at_column(s[i][0][l], s[i][1][l], s[i][2][l], s[i][3][l], s[i][4][l], s[i][5][l], o);
           for (int j = 0; j < kOut; ++j) y[j][l] = o[j];
         }
-        for (int j = 0; j < cols; ++j) {
-          const int64_t offset = (pixel0 + i * p.w + j) * p.cout + c0;
+        for (int j = 0; j < tile.cols; ++j) {
+          const int64_t offset = (tile.pixel0 + i * p.w + j) * p.cout + c0;
           float* dst = p.out + offset;
           for (int l = 0; l < lanes; ++l) {
             float value = y[j][l];
@@ -319,16 +350,14 @@ void gemm_ukernel_avx2(int64_t k_len, const float* a, int64_t lda, const float* 
 
 using UkernelAvx2 = void (*)(int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t, bool);
 
-UkernelAvx2 pick_ukernel_avx2(int64_t mr) {
-  switch (mr) {
-    case 1: return gemm_ukernel_avx2<1>;
-    case 2: return gemm_ukernel_avx2<2>;
-    case 3: return gemm_ukernel_avx2<3>;
-    case 4: return gemm_ukernel_avx2<4>;
-    case 5: return gemm_ukernel_avx2<5>;
-    default: return gemm_ukernel_avx2<6>;
-  }
-}
+// The micro-kernels by rows (1 .. kMr).
+constexpr UkernelAvx2 kUkernelsAvx2[kMr + 1] = {nullptr,
+                                                gemm_ukernel_avx2<1>,
+                                                gemm_ukernel_avx2<2>,
+                                                gemm_ukernel_avx2<3>,
+                                                gemm_ukernel_avx2<4>,
+                                                gemm_ukernel_avx2<5>,
+                                                gemm_ukernel_avx2<6>};
 
 void gemm_avx2(const Problem& p, int64_t nt, int64_t k0, int64_t k_len, const float* v, float* m) {
   const int64_t plane_v = p.block_tiles * p.ldv;
@@ -343,7 +372,7 @@ void gemm_avx2(const Problem& p, int64_t nt, int64_t k0, int64_t k_len, const fl
       const int64_t full = width / 16 * 16;
       for (int64_t j = 0; j < full; j += 16) {
         for (int64_t m0 = 0; m0 < nt; m0 += kMr) {
-          const UkernelAvx2 kernel = pick_ukernel_avx2(std::min<int64_t>(kMr, nt - m0));
+          const UkernelAvx2 kernel = kUkernelsAvx2[std::min<int64_t>(kMr, nt - m0)];
           for (int64_t k1 = 0; k1 < k_len; k1 += kSum) {
             kernel(std::min(kSum, k_len - k1), a_pos + m0 * p.ldv + k1, p.ldv, b + k1 * width + j, width,
                    c_pos + m0 * p.ldm + n0 + j, p.ldm, k0 + k1 > 0);
@@ -525,39 +554,28 @@ UkernelAvx512 pick_ukernel_avx512(int64_t mr, int64_t nv, bool tail) {
 }
 
 void gemm_avx512(const Problem& p, int64_t nt, int64_t k0, int64_t k_len, const float* v, float* m) {
-  const int64_t plane_v = p.block_tiles * p.ldv;
-  const int64_t plane_m = p.block_tiles * p.ldm;
-  for (int pos = 0; pos < kPos; ++pos) {
-    const float* u_pos = p.u + pos * p.cin * p.cout;
-    const float* a_pos = v + pos * plane_v;
-    float* c_pos = m + pos * plane_m;
-    for (int64_t n0 = 0; n0 < p.cout; n0 += kNr) {
-      const int64_t width = std::min<int64_t>(kNr, p.cout - n0);
-      const int64_t nv = ceil_div(width, kLanes);
-      const bool tail = width % kLanes != 0;
-      const __mmask16 tail_mask = lane_mask(width % kLanes);
-      const float* b = u_pos + n0 * p.cin + k0 * width;
-      const UkernelAvx512 full_rows = pick_ukernel_avx512(kMr, nv, tail);
-      for (int64_t m0 = 0; m0 < nt; m0 += kMr) {
-        const int64_t mr = std::min<int64_t>(kMr, nt - m0);
-        const UkernelAvx512 kernel = mr == kMr ? full_rows : pick_ukernel_avx512(mr, nv, tail);
-        for (int64_t k1 = 0; k1 < k_len; k1 += kSum) {
-          kernel(std::min(kSum, k_len - k1), a_pos + m0 * p.ldv + k1, p.ldv, b + k1 * width, width,
-                 c_pos + m0 * p.ldm + n0, p.ldm, k0 + k1 > 0, tail_mask);
-        }
+  for_each_panel(p, k0, v, m, [&](const Panel& q) {
+    const int64_t nv = ceil_div(q.width, kLanes);
+    const bool tail = q.width % kLanes != 0;
+    const __mmask16 tail_mask = lane_mask(q.width % kLanes);
+    const UkernelAvx512 full_rows = pick_ukernel_avx512(kMr, nv, tail);
+    for (int64_t m0 = 0; m0 < nt; m0 += kMr) {
+      const int64_t mr = std::min<int64_t>(kMr, nt - m0);
+      const UkernelAvx512 kernel = mr == kMr ? full_rows : pick_ukernel_avx512(mr, nv, tail);
+      for (int64_t k1 = 0; k1 < k_len; k1 += kSum) {
+        kernel(std::min(kSum, k_len - k1), q.a + m0 * p.ldv + k1, p.ldv, q.b + k1 * q.width, q.width,
+               q.c + m0 * p.ldm, p.ldm, k0 + k1 > 0, tail_mask);
       }
     }
-  }
+  });
 }
 
 void output_transform_avx512(const Problem& p, int64_t t0, int64_t nt, const float* m) {
   const int64_t plane = p.block_tiles * p.ldm;
   const __m512 zero = _mm512_setzero_ps();
   for (int64_t t = 0; t < nt; ++t) {
-    const TilePos tp = tile_pos(p, t0 + t);
-    const int64_t rows = std::min<int64_t>(kOut, p.h - tp.y0);
-    const int64_t cols = std::min<int64_t>(kOut, p.w - tp.x0);
-    const int64_t pixel0 = (tp.n * p.h + tp.y0) * p.w + tp.x0;
+    const OutputTile tile = output_tile(p, t0 + t);
+    const int64_t rows = tile.rows, cols = tile.cols, pixel0 = tile.pixel0;
     const float* src_tile = m + t * p.ldm;
     for (int64_t c0 = 0; c0 < p.cout; c0 += kLanes) {
       const __mmask16 mask = lane_mask(p.cout - c0);
@@ -818,17 +836,12 @@ std::string winograd_isa() { return select_kernels().name; }
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(lama_fast, m) {
-  m.def("winograd_weight(Tensor weight) -> Tensor");
-  m.def(
-      "conv3x3_winograd(Tensor x, Tensor packed_weight, Tensor? bias=None, Tensor? other=None, bool relu=False, "
-      "int reflect_pad=0) -> Tensor");
-  m.def("winograd_isa() -> str", &winograd_isa);
-}
-
 TORCH_LIBRARY_IMPL(lama_fast, CPU, m) {
   m.impl("winograd_weight", &winograd_weight);
   m.impl("conv3x3_winograd", &conv3x3_winograd);
 }
+
+// No tensor arguments to dispatch on: one kernel for every backend.
+TORCH_LIBRARY_IMPL(lama_fast, CompositeImplicitAutograd, m) { m.impl("winograd_isa", &winograd_isa); }
 
 }  // namespace lama_fast

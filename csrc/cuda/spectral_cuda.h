@@ -16,23 +16,10 @@
 namespace lama_fast {
 namespace cuda {
 
-// The activations' type; the arithmetic (and FFT) type is double for
-// Float64 and float otherwise.
-enum class DType : int { Float32 = 0, Float64 = 1, Float16 = 2, BFloat16 = 3 };
-
-// y = relu(g + bias[channel]) in the arithmetic type (y may be g for Float32/Float64).
-std::string bias_relu(DType t, const void* g, const void* bias, int64_t channels, void* y, int64_t count,
-                      cudaStream_t stream);
-// out = scale * in, rounded to t (in: arithmetic type).
-std::string scale_convert(DType t, const void* in, double scale, void* out, int64_t count, cudaStream_t stream);
-// The frequency mixing's epilogue over every complex element of the (N, H, Wf, C) spectrum.
-std::string mix_epilogue(DType t, const void* g, const void* bias, double in_scale, double out_scale,
-                         const cuda_math::SpectrumShape& shape, void* z, cudaStream_t stream);
-// out = y + u rounded to t (y, u: arithmetic type; out may be u for Float32/Float64).
-std::string residual(DType t, const void* y, const void* u, void* out, int64_t count, cudaStream_t stream);
-// out = relu?(out + bias[channel]), bias may be null.
-std::string output_epilogue(DType t, void* out, const void* bias, int64_t channels, bool relu, int64_t count,
-                            cudaStream_t stream);
+// Runs one element-wise step of the pipeline (cuda_math::Step, with its
+// arguments and count in `args`) for activations of `dtype` on `stream`.
+std::string elementwise(cuda_math::Step step, cuda_math::DType dtype, const cuda_math::StepArgs& args,
+                        cudaStream_t stream);
 
 // One cached cuFFT plan: the unnormalised 2-D real transform of one image of
 // C channels, channels last on both sides (cuda_math::fft_layout), in float

@@ -15,7 +15,7 @@ import io
 import pickletools
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 
@@ -369,7 +369,7 @@ class Reader:
                     cls = pop()
                     stack.append(Inert(_class_name(cls), args if isinstance(args, tuple) else (args,)))
                 elif name == "NEWOBJ_EX":
-                    kwargs, args, cls = pop(), pop(), pop()
+                    _, args, cls = pop(), pop(), pop()  # keyword arguments are never applied
                     stack.append(Inert(_class_name(cls), args if isinstance(args, tuple) else (args,)))
                 elif name == "INST":
                     module, _, attr = str(arg).partition(" ")

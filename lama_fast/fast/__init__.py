@@ -1,4 +1,4 @@
-"""The fast CPU generator: BatchNorm folded, branches merged, weights prepacked, fused spectral op.
+"""The fast CPU generator: the rewrite (``lama_fast.rewrite``) run with prepacked weights and the fused spectral op.
 
 ``lama_fast.optimize(generator, backend="cpu")`` is the public entry point;
 ``FastGenerator`` is what it returns.
@@ -13,13 +13,15 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
-from .convert import convert_stages
-from .fold import UnsupportedModelError, batchnorm_scale_shift, fold_batchnorm
-from .layers import WORKSPACE, PackedConv, chain, to_channels_last
+from ..rewrite import UnsupportedModelError, batchnorm_scale_shift, fold_batchnorm, input_channels
+from ..rewrite.run import chain, check_input, to_channels_last
+from .convert import convert_ffc_layer, convert_stages
+from .layers import WORKSPACE, PackedConv
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float64)
 
-__all__ = ["FastGenerator", "UnsupportedModelError", "batchnorm_scale_shift", "fold_batchnorm", "build_fast_generator"]
+__all__ = ["FastGenerator", "UnsupportedModelError", "batchnorm_scale_shift", "fold_batchnorm", "build_fast_generator",
+           "convert_ffc_layer"]
 
 
 class FastGenerator(nn.Module):
@@ -74,10 +76,7 @@ class FastGenerator(nn.Module):
         return counts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.is_tensor(x) or x.dim() != 4:
-            raise ValueError(f"expected an (N, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}")
-        if self.in_channels is not None and x.shape[1] != self.in_channels:
-            raise ValueError(f"expected {self.in_channels} input channels, got {x.shape[1]}")
+        check_input(x, self.in_channels)
         if x.device.type != "cpu":
             raise ValueError(f"the cpu backend runs on CPU tensors, got one on {x.device}")
         previous = WORKSPACE.active
@@ -109,6 +108,4 @@ def build_fast_generator(generator: nn.Module, dtype: torch.dtype, conv_algorith
         raise ValueError(f"conv_algorithm must be 'auto' or 'direct', got {conv_algorithm!r}")
     output_conv_dtype = torch.float32 if dtype == torch.bfloat16 else None
     stages = convert_stages(generator, dtype, output_conv_dtype, conv_algorithm)
-    first = next((m for m in generator.modules() if isinstance(m, nn.Conv2d)), None)
-    return FastGenerator(stages, dtype, first.in_channels if first is not None else None,
-                         getattr(generator, "config", None))
+    return FastGenerator(stages, dtype, input_channels(generator), getattr(generator, "config", None))

@@ -1,9 +1,11 @@
-"""Inference-only building blocks of the fast CPU generator.
+"""The fast CPU generator's convolution, its work buffers and its stripe sizes.
 
-Every block holds weights with BatchNorm already folded in, laid out once
-(oneDNN's blocked format for float32 and bfloat16), and works on
-channels-last activations.  float64 runs the same blocks through plain
-PyTorch convolutions, which makes the rewrite itself checkable to 1e-12.
+Every convolution holds weights with BatchNorm already folded in, laid out once
+(oneDNN's blocked format for float32 and bfloat16, or the Winograd domain), and
+works on channels-last activations.  float64 runs the same blocks through plain
+PyTorch convolutions, which makes the rewrite itself checkable to 1e-12.  The
+upsampling layers are in ``transpose``, the FFC layer in ``ffc``, the striped
+layer pairs in ``stripes``.
 """
 
 from __future__ import annotations
@@ -15,10 +17,9 @@ from typing import Dict, Hashable, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..ops.spectral import spectral_transform
-from ..ops.winograd import conv3x3_winograd, winograd_available, winograd_isa, winograd_weight
+from ..ops.winograd import conv3x3_winograd, winograd_reasons, winograd_weight
+from ..rewrite.run import CHANNELS_LAST, activate, to_channels_last
 
-CHANNELS_LAST = torch.channels_last
 # Layers whose (padded) input is larger than this run in horizontal stripes, so that
 # neither a padded copy of the whole input nor a whole intermediate is ever held:
 # at 2048x2048 the full-resolution layers would otherwise hold 1 GB copies.
@@ -27,17 +28,6 @@ STRIPE_BYTES = 32 << 20
 ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 ACTIVATIONS = (None, "relu", "sigmoid", "tanh")
 CONV_ALGORITHMS = ("auto", "direct", "winograd")
-
-
-def winograd_reason() -> Optional[str]:
-    """None when the Winograd 3x3 convolution is usable and faster than oneDNN's direct one here."""
-    why = winograd_available()
-    if why is not None:
-        return why
-    if winograd_isa() == "generic":
-        # Measured: without AVX2 or AVX-512 kernels it runs at ~0.8x oneDNN's direct convolution.
-        return "this CPU has neither AVX-512 nor AVX2, where the Winograd kernels are slower than oneDNN"
-    return None
 
 
 class Workspace(threading.local):
@@ -90,34 +80,32 @@ def reflect_pad_into(out: torch.Tensor, x: torch.Tensor, padding: Tuple[int, int
     return out
 
 
-def to_channels_last(x: torch.Tensor) -> torch.Tensor:
-    """``x`` as a channels-last contiguous tensor (no copy when it already is one)."""
-    return x.contiguous(memory_format=CHANNELS_LAST)
-
-
 def _pair(value) -> Tuple[int, int]:
     if isinstance(value, int):
         return value, value
     return int(value[0]), int(value[1])
 
 
-def activate(x: torch.Tensor, activation: Optional[str]) -> torch.Tensor:
-    if activation == "relu":
-        return x.relu_()
-    if activation == "sigmoid":
-        return x.sigmoid_()
-    if activation == "tanh":
-        return x.tanh_()
-    return x
+def winograd_fits(dtype: torch.dtype, kernel_size, stride, dilation, conv_padding) -> bool:
+    """Whether the Winograd kernels compute this convolution: float32, 3x3, stride 1, dilation 1,
+    no zero padding of its own."""
+    return (dtype == torch.float32 and tuple(kernel_size) == (3, 3) and tuple(stride) == (1, 1)
+            and tuple(dilation) == (1, 1) and tuple(conv_padding) == (0, 0))
+
+
+def chooses_winograd(algorithm: str, fits: bool) -> bool:
+    """Whether a convolution built with ``algorithm`` runs as Winograd ("auto": where it fits and the
+    Winograd kernels are usable and faster than oneDNN here)."""
+    return algorithm == "winograd" or (algorithm == "auto" and fits and not winograd_reasons())
 
 
 class PackedConv:
     """A 2-D convolution with a folded bias, an optional added tensor and activation.
 
     ``conv(x, other, activation)`` computes ``act(conv(pad(x)) + bias + other)``.
-    Reflect/replicate/circular padding is done explicitly once (the caller may
-    share one padded input between several convolutions through ``pad``);
-    zero padding is left to the convolution itself.
+    The ``explicit_padding`` (left, right, top, bottom) in ``padding_mode`` is done
+    once (the caller may share one padded input between several convolutions
+    through ``pad``); ``conv_padding``, zeros, is left to the convolution itself.
     """
 
     def __init__(
@@ -126,8 +114,9 @@ class PackedConv:
         bias: Optional[torch.Tensor],
         dtype: torch.dtype,
         stride=1,
-        padding=0,
+        conv_padding=0,
         dilation=1,
+        explicit_padding: Optional[Tuple[int, int, int, int]] = None,
         padding_mode: str = "zeros",
         algorithm: str = "direct",
     ) -> None:
@@ -140,11 +129,9 @@ class PackedConv:
         self.kernel_size = tuple(int(k) for k in weight.shape[2:])
         self.stride = list(_pair(stride))
         self.dilation = list(_pair(dilation))
-        pad_h, pad_w = _pair(padding)
         self.padding_mode = padding_mode
-        explicit = padding_mode != "zeros" and (pad_h or pad_w)
-        self.explicit_padding = (pad_w, pad_w, pad_h, pad_h) if explicit else None
-        self.conv_padding = [0, 0] if padding_mode != "zeros" else [pad_h, pad_w]
+        self.explicit_padding = None if explicit_padding is None else tuple(int(p) for p in explicit_padding)
+        self.conv_padding = list(_pair(conv_padding))
         self.weight = weight.detach().to(dtype).contiguous()
         # oneDNN takes a float32 bias for bfloat16 convolutions as well.
         self.bias = None if bias is None else bias.detach().to(dtype).contiguous()
@@ -152,12 +139,11 @@ class PackedConv:
         self.packed = None
         self.winograd = None
         self.winograd_reflect = 0
-        winograd_fits = (dtype == torch.float32 and self.kernel_size == (3, 3) and self.stride == [1, 1]
-                         and self.dilation == [1, 1] and self.conv_padding == [0, 0])
-        if algorithm == "winograd" and not winograd_fits:
+        fits = winograd_fits(dtype, self.kernel_size, self.stride, self.dilation, self.conv_padding)
+        if algorithm == "winograd" and not fits:
             raise ValueError("the Winograd convolution needs float32, a 3x3 kernel, stride 1, dilation 1 and "
                              "explicit (non-zero) padding")
-        if algorithm == "winograd" or (algorithm == "auto" and winograd_fits and winograd_reason() is None):
+        if chooses_winograd(algorithm, fits):
             self.winograd = winograd_weight(self.weight)
             self.bias = None if self.bias is None else self.bias.float()
             # The Winograd kernels read a one-pixel reflect padding in place.
@@ -305,204 +291,11 @@ class PackedConv:
         return to_channels_last(activate(out, activation))
 
 
-# For LaMa's upsampling layers (ConvTranspose2d, 3x3, stride 2, padding 1, output
-# padding 1) the output pixel (2m + a, 2n + b) sees input row m when a = 0 (kernel
-# row 1), rows m and m + 1 when a = 1 (kernel rows 2 and 0); the same for columns.
-# PHASE_TAPS[a] lists those kernel indices for input offsets 0, 1.
-PHASE_TAPS = ((1,), (2, 0))
+class ConvStage:
+    """A convolution stage: ``act(conv(pad(x)) + bias)`` (see ``PackedConv.run``)."""
 
-
-def phase_weights(weight: torch.Tensor, a: int, b: int) -> torch.Tensor:
-    """The (Cout, Cin, 1 + a, 1 + b) convolution weight of output phase (a, b) of a LaMa upsampling layer.
-
-    ``weight`` is the transposed convolution's (Cin, Cout, 3, 3) weight.
-    """
-    rows, cols = PHASE_TAPS[a], PHASE_TAPS[b]
-    return torch.stack([torch.stack([weight[:, :, i, j].t() for j in cols], dim=-1) for i in rows], dim=-2)
-
-
-class PackedConvTranspose:
-    """A transposed convolution with folded BatchNorm and an optional ReLU.
-
-    LaMa's stride-2 3x3 upsampling layers run as four ordinary convolutions, one
-    per output phase, with 1x1, 1x2, 2x1 and 2x2 kernels over the input
-    zero-padded by one row and column (9 taps in all, as many as the transposed
-    convolution has), each with prepacked oneDNN weights, then interleaved into
-    the output.  Other geometries use ``conv_transpose2d``.
-    """
-
-    def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], dtype: torch.dtype,
-                 stride, padding, output_padding, dilation, activation: Optional[str]) -> None:
-        self.dtype = dtype
-        self.weight = weight.detach().to(dtype).contiguous()
-        self.bias = None if bias is None else bias.detach().to(dtype).contiguous()
-        self.stride = _pair(stride)
-        self.padding = _pair(padding)
-        self.output_padding = _pair(output_padding)
-        self.dilation = _pair(dilation)
-        self.activation = activation
-        self.out_channels = int(weight.shape[1])
-        self.phases = None
-        lama_geometry = (tuple(weight.shape[2:]) == (3, 3) and self.stride == (2, 2) and self.padding == (1, 1)
-                         and self.output_padding == (1, 1) and self.dilation == (1, 1))
-        if lama_geometry:
-            exact = weight.detach().double()
-            exact_bias = None if bias is None else bias.detach().double()
-            self.phases = [[PackedConv(phase_weights(exact, a, b), exact_bias, dtype) for b in range(2)]
-                           for a in range(2)]
-            self.weight = None
+    def __init__(self, conv: PackedConv, activation: Optional[str]) -> None:
+        self.conv, self.activation = conv, activation
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.phases is not None:
-            return self._by_phases(to_channels_last(x.to(self.dtype)))
-        out = F.conv_transpose2d(
-            to_channels_last(x), self.weight, self.bias, self.stride, self.padding, self.output_padding,
-            1, self.dilation,
-        )
-        return to_channels_last(activate(out, self.activation))
-
-    def _by_phases(self, x: torch.Tensor) -> torch.Tensor:
-        """The four phase convolutions, a stripe of input rows at a time."""
-        batch, _, height, width = x.shape
-        channels = self.out_channels
-        shape = (batch, channels, 2 * height, 2 * width)
-        out = WORKSPACE.buffer(("out", id(self)), shape, self.dtype)
-        if out is None:
-            out = torch.empty(shape, dtype=self.dtype, memory_format=CHANNELS_LAST)
-        row_bytes = 4 * channels * width * out.element_size()
-        rows = height if out.numel() * out.element_size() <= STRIPE_ABOVE_BYTES else max(
-            8, STRIPE_BYTES // max(1, row_bytes))
-        for n in range(batch):
-            for first in range(0, height, rows):
-                last = min(height, first + rows)
-                self._phase_rows(x[n:n + 1], first, last, out[n:n + 1, :, 2 * first:2 * last])
-        return out
-
-    def _phase_rows(self, x: torch.Tensor, first: int, last: int, target: torch.Tensor) -> None:
-        """Output rows [2 first, 2 last) of one sample (the phases of input rows [first, last)) into ``target``."""
-        height, width = x.shape[-2:]
-        count = last - first
-        # Rows first..last need one more input row below (zeros past the end).
-        high = min(height, last + 1)
-        chunk = to_channels_last(F.pad(x[:, :, first:high], (0, 1, 0, last + 1 - high)))
-        # (o, m, a, j, b) -> output (o, 2m + a, 2j + b)
-        grid = target[0].unflatten(1, (count, 2)).unflatten(3, (width, 2))
-        for a in range(2):
-            for b in range(2):
-                phase = self.phases[a][b](chunk, None, self.activation)[0]
-                grid[:, :, a, :, b].copy_(phase[:, :count, :width])
-                del phase
-
-    def output_rows(self, x: torch.Tensor, low: int, high: int) -> torch.Tensor:
-        """Output rows [low, high) of one sample ``x`` (LaMa's upsampling geometry only)."""
-        first, last = low // 2, (high + 1) // 2
-        block = torch.empty((1, self.out_channels, 2 * (last - first), 2 * x.shape[-1]), dtype=self.dtype,
-                            memory_format=CHANNELS_LAST)
-        self._phase_rows(x, first, last, block)
-        return block[:, :, low - 2 * first:high - 2 * first]
-
-
-class FusedSpectral:
-    """The spectral transform (1x1 conv, Fourier unit, residual, 1x1 conv) as one fused op."""
-
-    def __init__(self, w1, b1, w_freq, b_freq, w2, fft_norm: str, dtype: torch.dtype, downsample: bool) -> None:
-        self.w1 = w1.to(dtype).contiguous()
-        self.b1 = b1.to(dtype).contiguous()
-        self.w_freq = w_freq.to(dtype).contiguous()
-        self.b_freq = b_freq.to(dtype).contiguous()
-        self.w2 = w2.to(dtype).contiguous()
-        self.fft_norm = fft_norm
-        self.downsample = downsample
-        self.out_channels = int(w2.shape[0])
-
-    def __call__(self, x: torch.Tensor, bias: Optional[torch.Tensor], other: Optional[torch.Tensor],
-                 relu: bool) -> torch.Tensor:
-        if self.downsample:
-            x = F.avg_pool2d(x, kernel_size=2, stride=2)
-        return spectral_transform(x, self.w1, self.b1, self.w_freq, self.b_freq, self.w2, bias, other, relu,
-                                  self.fft_norm)
-
-
-Branches = Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]
-
-
-class FastFFC:
-    """One FFC layer with its BatchNorms and activations: (local, global) in, (local, global) out.
-
-    local  = act_l(conv_l2l(x_l) + conv_g2l(x_g) + bias_l)      (BN_l folded)
-    global = act_g(conv_l2g(x_l) + spectral(x_g) + bias_g)      (BN_g folded)
-
-    When the layer has no global input, the two convolutions of the local input
-    are merged into one with the output channels of both.
-    """
-
-    def __init__(self, l2l: Optional[PackedConv], g2l: Optional[PackedConv], l2g: Optional[PackedConv],
-                 spectral: Optional[FusedSpectral], merged: Optional[PackedConv],
-                 bias_g: Optional[torch.Tensor], act_l: Optional[str], act_g: Optional[str], split: int) -> None:
-        self.l2l, self.g2l, self.l2g, self.spectral, self.merged = l2l, g2l, l2g, spectral, merged
-        # The global output's folded BatchNorm shift when no l2g convolution carries it.
-        self.bias_g = bias_g
-        self.act_l, self.act_g = act_l, act_g
-        self.split = split
-
-    def __call__(self, x: Branches) -> Branches:
-        x_l, x_g = x
-        if self.merged is not None:
-            both = self.merged.run(x_l, self.act_l)
-            return both[:, : self.split], both[:, self.split:]
-        if self.l2l is not None and self.g2l is None and self.l2g is None and self.spectral is None:
-            return self.l2l.run(x_l, self.act_l), None
-        local = glob = None
-        # The local input's padded copy, shared by l2l and l2g (made once, and not at
-        # all when both read their padding in place).
-        padded_l = self.l2l.pad(x_l, "local") if self.l2l is not None else None
-        if self.l2g is not None and (padded_l is None or self.l2l.explicit_padding != self.l2g.explicit_padding):
-            padded_for_l2g = self.l2g.pad(x_l, "local-global")
-        else:
-            padded_for_l2g = padded_l
-        padded_g = self.g2l.pad(x_g, "global") if self.g2l is not None else None
-        # Local output: the second convolution adds the first's result and applies the activation.
-        if self.l2l is not None and self.g2l is not None:
-            local = self.g2l(padded_g, self.l2l(padded_l), self.act_l)
-        elif self.l2l is not None:
-            local = self.l2l(padded_l, None, self.act_l)
-        elif self.g2l is not None:
-            local = self.g2l(padded_g, None, self.act_l)
-        # Global output: the spectral op adds the local-to-global convolution's result.
-        if self.spectral is not None:
-            other = self.l2g(padded_for_l2g) if self.l2g is not None else None
-            bias = None if self.l2g is not None else self.bias_g
-            glob = self.spectral(x_g, bias, other, self.act_g == "relu")
-        elif self.l2g is not None:
-            glob = self.l2g(padded_for_l2g, None, self.act_g)
-        return local, glob
-
-
-def add_branches(a: Branches, b: Branches) -> Branches:
-    """Element-wise sum of two (local, global) pairs, in place into ``b``'s tensors."""
-    out = []
-    for x, y in zip(a, b):
-        if x is None:
-            out.append(y)
-        elif y is None:
-            out.append(x)
-        else:
-            out.append(y.add_(x) if y.is_contiguous(memory_format=CHANNELS_LAST) else y + x)
-    return tuple(out)
-
-
-def concat_branches(x: Branches) -> torch.Tensor:
-    """Join (local, global) along channels, local first."""
-    x_l, x_g = x
-    if x_g is None:
-        return x_l
-    if x_l is None:
-        return x_g
-    return to_channels_last(torch.cat((x_l, x_g), dim=1))
-
-
-def chain(stages: Sequence, x):
-    """Run ``x`` through callables in order."""
-    for stage in stages:
-        x = stage(x)
-    return x
+        return self.conv.run(x, self.activation)

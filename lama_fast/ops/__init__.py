@@ -1,12 +1,13 @@
-"""Compiled CPU ops of lama_fast (``torch.ops.lama_fast.*``) behind typed Python wrappers.
+"""The compiled ops of lama_fast (``torch.ops.lama_fast.*``) behind typed Python wrappers.
 
 Importing this package never fails: when the extension ``lama_fast._C`` is
-missing, each ops module says why in its ``EXTENSION_ERROR`` and its wrappers
-raise. ``lama_fast.ops.spectral`` is imported here; other ops modules are
-imported by their users.
+missing, ``lama_fast._build.extension_reasons()`` says why, each ops module's
+``*_reasons()`` (``spectral_reasons``, ``winograd_reasons``) answers for its ops,
+and the wrappers raise. ``lama_fast.ops.spectral`` and the test-only emulation
+ops' fakes (``lama_fast.ops.emulation``) are registered here; other ops modules
+are imported by their users. ``docs/ops.md`` maps every op to its code.
 """
 
-from lama_fast.ops import spectral
-from lama_fast.ops._extension import load_extension
+from lama_fast.ops import emulation, spectral
 
-__all__ = ["load_extension", "spectral"]
+__all__ = ["emulation", "spectral"]

@@ -1,77 +1,49 @@
 """LaMa's SpectralTransform and FourierUnit as single compiled CPU ops.
 
 ``torch.ops.lama_fast.spectral_transform`` and ``torch.ops.lama_fast.fourier_unit``
-(``csrc/cpu/spectral.cpp``) take the layers' weights with BatchNorm already
-folded in, accept NCHW or channels_last input, and return channels_last
-output. Their fake kernels below give meta tensors and ``torch.compile``
-the output's shape, dtype and memory format.
+(schemas in ``csrc/cpu/module.cpp``; CPU ``csrc/cpu/spectral.cpp``, CUDA
+``csrc/cuda/spectral_cuda.cpp``) take the layers' weights with BatchNorm
+already folded in, accept NCHW or channels_last input, and return
+channels_last output. Their fake kernels below give meta tensors and
+``torch.compile`` the output's shape, dtype and memory format; their float64
+references are in ``lama_fast.ops.reference``.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import torch
 
-from lama_fast.ops._extension import load_extension
+from lama_fast._build import extension_reasons, ops_reasons
 
 FFT_NORMS = ("ortho", "forward", "backward")
 DTYPES = (torch.float32, torch.float64, torch.bfloat16)
-
-# None when lama_fast._C loaded, else the reason it did not.
-EXTENSION_ERROR: Optional[str] = load_extension()
-AVAILABLE = EXTENSION_ERROR is None
-
-
+OPS = ("spectral_transform", "fourier_unit")
 CUDA_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
-def cuda_kernels_status() -> Optional[str]:
-    """None when ``lama_fast._C`` has the CUDA kernels of the spectral ops, else why not."""
-    if not AVAILABLE:
-        return EXTENSION_ERROR
-    if not torch._C._dispatch_has_kernel_for_dispatch_key("lama_fast::spectral_transform", "CUDA"):
-        from lama_fast._build import build_info
-
-        return f"lama_fast._C has no CUDA kernels (cuda_extension {build_info()['cuda_extension']})"
-    return None
+def spectral_reasons() -> List[str]:
+    """Why the CPU spectral ops are not registered (empty when they are)."""
+    return ops_reasons(OPS)
 
 
-def cuda_precision_of(dtype: torch.dtype) -> dict:
-    """What each step of the CUDA extension's spectral transform runs in, for activations of ``dtype``."""
-    name = str(dtype).replace("torch.", "")
-    fft = "float64" if dtype == torch.float64 else "float32"
-    gemm = f"{name} (cuBLAS through ATen" + (", TF32 if torch.backends.cuda.matmul.allow_tf32)"
-                                              if dtype == torch.float32 else ")")
-    return {"conv1": gemm, "fft": f"{fft} cuFFT, unnormalised, plans cached per shape; the norm's scales in the "
-                                  "mixing epilogue, DC/Nyquist columns made Hermitian before the c2r",
-            "frequency_mix": gemm + (f" on the spectrum scaled by 1/sqrt(H*W) and rounded to {name}"
-                                     if dtype in (torch.float16, torch.bfloat16) else ""),
-            "conv2": gemm, "intermediates": fft, "output": name}
+# Read once: the wrappers check it on every call, and torch.compile traces them.
+_UNAVAILABLE = "; ".join(extension_reasons())
 
 
 def _require_extension() -> None:
-    if not AVAILABLE:
-        raise RuntimeError(f"the compiled op is unavailable: {EXTENSION_ERROR}")
+    if _UNAVAILABLE:
+        raise RuntimeError(f"the compiled op is unavailable: {_UNAVAILABLE}")
 
 
-def spectral_transform(
-    x: torch.Tensor,
-    w1: torch.Tensor,
-    b1: torch.Tensor,
-    w_freq: torch.Tensor,
-    b_freq: torch.Tensor,
-    w2: torch.Tensor,
-    bias: Optional[torch.Tensor] = None,
-    other: Optional[torch.Tensor] = None,
-    relu: bool = False,
-    fft_norm: str = "ortho",
-) -> torch.Tensor:
+def spectral_transform(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w_freq: torch.Tensor,
+                       b_freq: torch.Tensor, w2: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                       other: Optional[torch.Tensor] = None, relu: bool = False,
+                       fft_norm: str = "ortho") -> torch.Tensor:
     """conv1x1(y + FourierUnit(y), w2) + bias + other (ReLU if relu), y = relu(conv1x1(x, w1) + b1); channels_last."""
     _require_extension()
-    return torch.ops.lama_fast.spectral_transform.default(
-        x, w1, b1, w_freq, b_freq, w2, bias, other, relu, fft_norm
-    )
+    return torch.ops.lama_fast.spectral_transform.default(x, w1, b1, w_freq, b_freq, w2, bias, other, relu, fft_norm)
 
 
 def fourier_unit(x: torch.Tensor, w_freq: torch.Tensor, b_freq: torch.Tensor, fft_norm: str = "ortho") -> torch.Tensor:
@@ -104,12 +76,13 @@ def _check_fake_inputs(op: str, x: torch.Tensor, tensors: dict, fft_norm: str) -
     )
 
 
-def _new_output(x: torch.Tensor, channels) -> torch.Tensor:
+def channels_last_output(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """A new (N, channels, H, W) channels_last tensor like x (N, C, H, W): what the ops return."""
     n, _, h, w = x.shape
     return torch.empty((n, channels, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
 
 
-if AVAILABLE:
+if not _UNAVAILABLE:
 
     @torch.library.register_fake("lama_fast::spectral_transform")
     def _spectral_transform_fake(x, w1, b1, w_freq, b_freq, w2, bias, other, relu, fft_norm):
@@ -130,15 +103,7 @@ if AVAILABLE:
             w2.dim() == 2 and w2.shape[1] == ch,
             lambda: f"{op}: w2 must be (Cout, Ch) with Ch = {ch}, got {list(w2.shape)}",
         )
-        return _new_output(x, cout)
-
-    @torch.library.register_fake("lama_fast::cuda_emulated_spectral_transform")
-    def _emulated_spectral_transform_fake(x, w1, b1, w_freq, b_freq, w2, bias, other, relu, fft_norm):
-        return _new_output(x, w2.shape[0])
-
-    @torch.library.register_fake("lama_fast::cuda_emulated_fourier_unit")
-    def _emulated_fourier_unit_fake(x, w_freq, b_freq, fft_norm):
-        return _new_output(x, x.shape[1])
+        return channels_last_output(x, cout)
 
     @torch.library.register_fake("lama_fast::fourier_unit")
     def _fourier_unit_fake(x, w_freq, b_freq, fft_norm):
@@ -149,4 +114,4 @@ if AVAILABLE:
             tuple(w_freq.shape) == (2 * c, 2 * c),
             lambda: f"{op}: w_freq must be (2*C, 2*C) with C = {c}, got {list(w_freq.shape)}",
         )
-        return _new_output(x, c)
+        return channels_last_output(x, c)

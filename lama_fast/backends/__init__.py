@@ -1,8 +1,11 @@
 """Which implementation of the generator runs where, and why the others do not.
 
-Each backend answers ``not_supported_reasons(device, dtype)``; ``auto`` takes
-the first backend in priority order with no reasons.  A backend named
-explicitly either works or raises with its reasons; only ``auto`` falls back.
+Each backend (a module here: reference, cpu, triton, cuda) answers
+``not_supported_reasons(device, dtype, model=None)`` and turns a generator into
+the module that runs with ``prepare(generator, device, dtype)``.  ``auto`` takes
+the first backend in priority order with no reasons that it may take on that
+device and dtype.  A backend named explicitly either works or raises with its
+reasons; only ``auto`` falls back, and only into backends it may take.
 """
 
 from __future__ import annotations
@@ -14,6 +17,12 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from . import cpu, cuda, reference, triton
+from .cpu import cpu_has_bf16 as _cpu_has_bf16  # noqa: F401  (importable from here as before)
+
+__all__ = ["BACKENDS", "Backend", "apply_cuda_graphs", "available_backends", "check_cuda_graphs", "optimize",
+           "prepare_with_fallback", "select_backend"]
+
 DeviceLike = Union[str, torch.device]
 
 
@@ -23,7 +32,8 @@ class Backend:
 
     name: str
     description: str
-    not_supported_reasons: Callable[[torch.device, torch.dtype], List[str]]
+    # (device, dtype, model=None) -> why it cannot run there (and that model, when given); empty when it can.
+    not_supported_reasons: Callable[..., List[str]]
     # Turns a generator into the module that runs.  A backend that modifies the
     # generator it is given (modifies_input) gets a copy from optimize() and the
     # freshly read generator from load(); one that only reads it gets the original.
@@ -34,96 +44,8 @@ class Backend:
     auto_dtypes: Optional[Tuple[torch.dtype, ...]] = None  # None: every dtype it runs in
 
     def taken_by_auto(self, device: torch.device, dtype: torch.dtype) -> bool:
+        """Whether ``auto`` may take this backend on ``device`` in ``dtype``."""
         return device.type in self.auto_device_types and (self.auto_dtypes is None or dtype in self.auto_dtypes)
-
-
-def _reference_reasons(device: torch.device, dtype: torch.dtype) -> List[str]:
-    reasons = []
-    if dtype not in (torch.float32, torch.float64):
-        reasons.append(
-            f"the reference model runs in float32 or float64 only (torch.fft has no bfloat16, "
-            f"and half precision only at power-of-two sizes on CUDA); got {dtype}"
-        )
-    if device.type == "cuda" and not torch.cuda.is_available():
-        reasons.append("CUDA was requested but torch.cuda.is_available() is False")
-    elif device.type not in ("cpu", "cuda"):
-        reasons.append(f"device type {device.type!r} is not supported (cpu or cuda)")
-    return reasons
-
-
-def _reference_prepare(generator: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    module = generator.to(device=device, dtype=dtype).eval()
-    for parameter in module.parameters():
-        parameter.requires_grad_(False)
-    return module
-
-
-def _triton_reasons(device: torch.device, dtype: torch.dtype) -> List[str]:
-    from .gpu import triton_reasons
-
-    return triton_reasons(device, dtype)
-
-
-def _triton_prepare(generator: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    from .gpu import build_triton_generator
-
-    return build_triton_generator(generator, device, dtype)
-
-
-def _cuda_reasons(device: torch.device, dtype: torch.dtype) -> List[str]:
-    from .gpu import cuda_reasons
-
-    return cuda_reasons(device, dtype)
-
-
-def _cuda_prepare(generator: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    from .gpu import build_cuda_generator
-
-    return build_cuda_generator(generator, device, dtype)
-
-
-def _cpu_reasons(device: torch.device, dtype: torch.dtype) -> List[str]:
-    reasons = []
-    if device.type != "cpu":
-        reasons.append(f"the cpu backend runs on the CPU only, not on {device.type}")
-    if dtype not in (torch.float32, torch.bfloat16, torch.float64):
-        reasons.append(f"the cpu backend runs in float32, bfloat16 or float64; got {dtype}")
-    if dtype in (torch.float32, torch.bfloat16) and not torch.backends.mkldnn.is_available():
-        reasons.append("this torch build has no oneDNN (torch.backends.mkldnn.is_available() is False)")
-    if dtype == torch.bfloat16 and not _cpu_has_bf16():
-        reasons.append("this CPU has no bfloat16 instructions (AVX512-BF16 or AMX), so bfloat16 would be slower")
-    try:
-        from .ops._extension import load_extension
-    except ImportError as error:  # a broken install: the ops package itself is missing
-        reasons.append(f"lama_fast.ops does not import ({error})")
-    else:
-        why = load_extension()
-        if why is not None:
-            reasons.append(why)
-        elif not hasattr(torch.ops.lama_fast, "spectral_transform"):
-            reasons.append("lama_fast._C was built without the spectral_transform op")
-    return reasons
-
-
-def _cpu_has_bf16() -> bool:
-    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    if check is not None:
-        try:
-            return bool(check())
-        except RuntimeError:
-            return False
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            flags = info.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def _cpu_prepare(generator: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    from .fast import build_fast_generator
-
-    return build_fast_generator(generator, dtype)
 
 
 # Priority order for "auto": fastest first.
@@ -132,8 +54,8 @@ BACKENDS: Dict[str, Backend] = {
         "triton",
         "GPU generator: BatchNorm folded, cuDNN convolutions (channels last), the spectral transform as "
         "Triton kernels around cuFFT (float32, bfloat16, float16); on the CPU only under TRITON_INTERPRET=1",
-        _triton_reasons,
-        _triton_prepare,
+        triton.not_supported_reasons,
+        triton.prepare,
         modifies_input=False,
         # Under Triton's interpreter it runs on the CPU for tests, far too slowly for "auto" to take it.
         auto_device_types=("cuda",),
@@ -146,8 +68,8 @@ BACKENDS: Dict[str, Backend] = {
         "cuda",
         "GPU generator as for triton, with the spectral transform as the compiled CUDA extension "
         "(cuFFT plans cached per shape, cuBLAS GEMMs, fused epilogue kernels; float32, bfloat16, float16)",
-        _cuda_reasons,
-        _cuda_prepare,
+        cuda.not_supported_reasons,
+        cuda.prepare,
         modifies_input=False,
         # Not yet timed on a GPU against triton and the reference: it runs when named.
         auto_device_types=(),
@@ -156,15 +78,15 @@ BACKENDS: Dict[str, Backend] = {
         "cpu",
         "fused CPU generator: BatchNorm folded, oneDNN convolutions with prepacked weights, "
         "the C++ fused spectral transform (float32, bfloat16, float64)",
-        _cpu_reasons,
-        _cpu_prepare,
+        cpu.not_supported_reasons,
+        cpu.prepare,
         modifies_input=False,
     ),
     "reference": Backend(
         "reference",
         "the unoptimised PyTorch reference model (eager, any device torch supports)",
-        _reference_reasons,
-        _reference_prepare,
+        reference.not_supported_reasons,
+        reference.prepare,
     ),
 }
 
@@ -187,15 +109,18 @@ def select_backend(name: str, device: DeviceLike, dtype: torch.dtype) -> Tuple[B
         for candidate, why in reasons.items():
             if why is None and BACKENDS[candidate].taken_by_auto(device, dtype):
                 return BACKENDS[candidate], reasons
-        listing = "; ".join(
-            f"{n}: {why if why is not None else f'auto does not take it on {device.type} in {dtype} (it runs when named)'}"
-            for n, why in reasons.items())
-        raise ValueError(f"no backend can run on {device} in {dtype}: {listing}")
+        raise ValueError(f"no backend can run on {device} in {dtype}: {_listing(reasons, device, dtype)}")
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; known backends: auto, {', '.join(BACKENDS)}")
     if reasons[name] is not None:
         raise ValueError(f"backend {name!r} cannot run on {device} in {dtype}: {reasons[name]}")
     return BACKENDS[name], reasons
+
+
+def _listing(reasons: Dict[str, Optional[str]], device: torch.device, dtype: torch.dtype) -> str:
+    """Every backend with why ``auto`` did not take it."""
+    untaken = f"auto does not take it on {device.type} in {dtype} (it runs when named)"
+    return "; ".join(f"{name}: {why if why is not None else untaken}" for name, why in reasons.items())
 
 
 def _module_placement(module: nn.Module) -> Tuple[torch.device, torch.dtype]:
@@ -269,16 +194,16 @@ def prepare_with_fallback(
     owned: bool,
 ) -> Tuple[nn.Module, Backend, Dict[str, Optional[str]]]:
     """``chosen.prepare(generator)``; under ``auto``, a backend that cannot run this model's
-    layers passes it to the next usable one, with the reason recorded.  Unless the caller
-    ``owned`` the generator, a backend that modifies its input gets a copy."""
-    from .fast.fold import UnsupportedModelError
+    layers passes it to the next usable one that ``auto`` may take, with the reason recorded.
+    Unless the caller ``owned`` the generator, a backend that modifies its input gets a copy."""
+    from ..rewrite import UnsupportedModelError
 
     reasons = dict(reasons)
     names = list(BACKENDS)
     for name in names[names.index(chosen.name):]:
-        if reasons.get(name) is not None:
-            continue
         backend = BACKENDS[name]
+        if reasons.get(name) is not None or (backend is not chosen and not backend.taken_by_auto(device, dtype)):
+            continue
         try:
             given = generator if owned or not backend.modifies_input else copy.deepcopy(generator)
             return backend.prepare(given, device, dtype), backend, reasons
@@ -286,5 +211,4 @@ def prepare_with_fallback(
             if not fallback:
                 raise UnsupportedModelError(f"backend {name!r} cannot run this generator: {error}") from None
             reasons[name] = f"this generator is not supported: {error}"
-    listing = "; ".join(f"{n}: {why}" for n, why in reasons.items())
-    raise ValueError(f"no backend can run this generator on {device} in {dtype}: {listing}")
+    raise ValueError(f"no backend can run this generator on {device} in {dtype}: {_listing(reasons, device, dtype)}")

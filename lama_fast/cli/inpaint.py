@@ -1,0 +1,248 @@
+"""``lama-fast inpaint``: one image under a mask, or every image of a folder that has one."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .._io import atomic_write_bytes
+from .common import (
+    DTYPES, EXIT_INTERRUPTED, CliError, checkpoint_file, device_arg, dtype_arg, dtype_name, int_in, mask_threshold,
+    max_memory, output_file, output_location, reading_checkpoint, writing,
+)
+
+CHECKPOINT_ENV = "LAMA_FAST_CHECKPOINT"
+WHERE_THE_WEIGHTS_ARE = (
+    "The released LaMa weights are not bundled with lama_fast and are never downloaded by it: "
+    "they are a local file you provide. The authors publish big-lama (a Lightning .ckpt inside "
+    "big-lama.zip) via https://github.com/advimman/lama and "
+    "https://huggingface.co/smartywu/big-lama; the TorchScript big-lama.pt that IOPaint uses is at "
+    "https://github.com/Sanster/models/releases/download/add_big_lama/big-lama.pt. "
+    "Both load directly (lama-fast convert turns either into a .safetensors file)."
+)
+
+
+def cmd_inpaint(args) -> int:
+    source = args.image or args.image_opt
+    if source and Path(source).is_dir():
+        return _inpaint_folder(args, Path(source))
+    return _inpaint_image(args)
+
+
+def _checkpoint(args) -> str:
+    checkpoint = args.checkpoint or os.environ.get(CHECKPOINT_ENV)
+    if not checkpoint:
+        raise CliError(f"no checkpoint given: pass --checkpoint PATH or set {CHECKPOINT_ENV}. {WHERE_THE_WEIGHTS_ARE}")
+    checkpoint_file(checkpoint)
+    return checkpoint
+
+
+def _inpaint_options(args) -> dict:
+    """The Inpainter keywords the user gave; the others keep the Inpainter's defaults (not passed)."""
+    given = {
+        "hd_strategy": args.hd_strategy, "crop_margin": args.crop_margin, "crop_trigger_size": args.crop_trigger_size,
+        "resize_limit": args.resize_limit, "mask_threshold": args.mask_threshold, "max_memory": args.max_memory,
+    }
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def _save_options(args):
+    from ..batch import SaveOptions
+
+    return SaveOptions(jpeg_quality=args.jpeg_quality, png_compress_level=args.png_compress_level)
+
+
+def _load_inpainter(args, checkpoint: str):
+    from .. import load
+
+    with reading_checkpoint(checkpoint):
+        return load(checkpoint, device=args.device, backend=args.backend, dtype=args.dtype)
+
+
+def _describe(inpainter) -> str:
+    """``cpu backend, bfloat16``: the dtype the model computes in, not the float32 it takes in and gives out."""
+    dtype = getattr(getattr(inpainter, "generator", None), "compute_dtype", inpainter.dtype)
+    return f"{inpainter.backend} backend, {dtype_name(dtype)}"
+
+
+def _inpaint_image(args) -> int:
+    """``lama-fast inpaint IMAGE MASK -o OUT``: one image, its format from OUT's suffix."""
+    from PIL import Image
+
+    from .. import batch
+
+    image_path = args.image or args.image_opt
+    mask_path = args.mask or args.mask_opt
+    if args.explain and image_path and mask_path:
+        _explain(args, image_path, mask_path)
+        if not args.output:
+            return 0
+    if not image_path or not mask_path or not args.output:
+        raise CliError("inpaint needs an image, a mask and --output (lama-fast inpaint IMAGE MASK -o OUT), "
+                       "or a folder (lama-fast inpaint INPUT_DIR -o OUTPUT_DIR)")
+    if args.mask_dir is not None:
+        raise CliError("--mask-dir goes with an input folder (lama-fast inpaint INPUT_DIR --mask-dir MASK_DIR -o "
+                       "OUTPUT_DIR)")
+    if args.output_format is not None:
+        raise CliError("--output-format goes with an input folder; one image is written in the format of "
+                       "--output's suffix")
+    checkpoint = _checkpoint(args)
+    output = Path(args.output)
+    if output.resolve() in (Path(image_path).resolve(), Path(mask_path).resolve()):
+        raise CliError(f"refusing to overwrite an input file: {output}")
+    example = output / (Path(image_path).stem + "_inpainted.png")
+    output_file(output, "output", "-o takes the name of the image file to write",
+                f"-o takes the file to write the result to, e.g. -o {example}")
+    if output.exists() and not args.overwrite:
+        raise CliError(f"{output} exists; pass --overwrite to replace it")
+    if Image.registered_extensions().get(output.suffix.lower()) not in Image.SAVE:
+        raise CliError(f"unknown output image format {output.suffix!r}; use .png or .jpg")
+    image, mask = batch.read_pair(image_path, mask_path)
+    inpainter = _load_inpainter(args, checkpoint)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = inpainter(image, mask, **_inpaint_options(args))
+        except (ValueError, TypeError) as exc:
+            raise CliError(f"cannot inpaint {image_path}: {exc}") from exc
+    for warning in caught:
+        print(f"lama-fast inpaint: {warning.message}", file=sys.stderr)
+    with writing(output, "output"):
+        batch.save_image(result, output, _save_options(args), image.info.get("icc_profile"))
+    print(f"wrote {output} ({_describe(inpainter)})")
+    return 0
+
+
+def _explain(args, image_path: str, mask_path: str) -> None:
+    """Write the picture of what ``inpaint`` would run for this image (lama_fast.explain), and say it."""
+    from .. import batch
+    from ..backends import select_backend
+    from ..explain import draw_plan
+    from ..hd import HDSettings, make_plan
+    from ..images import prepare_image, prepare_mask
+    from ..memory import available_bytes
+
+    target = Path(args.explain)
+    if target.suffix.lower() != ".png":
+        raise CliError(f"--explain writes a PNG; got {target}")
+    if target.resolve() in (Path(image_path).resolve(), Path(mask_path).resolve()):
+        raise CliError(f"refusing to overwrite an input file: {target}")
+    output_file(target, "--explain picture", "give the name of the PNG to write")
+    image, mask = batch.read_pair(image_path, mask_path)
+    prepared = prepare_image(image)
+    hole = prepare_mask(mask, prepared.size, args.mask_threshold or 0)
+    settings = HDSettings().replace(strategy=args.hd_strategy, crop_margin=args.crop_margin,
+                                    crop_trigger_size=args.crop_trigger_size, resize_limit=args.resize_limit)
+    chosen, _ = select_backend(args.backend, args.device, args.dtype)
+    budget = args.max_memory if args.max_memory is not None else available_bytes()
+    plan = make_plan(settings, prepared.size, hole, chosen.name, args.dtype, budget,
+                     explicit_budget=args.max_memory is not None)
+    rgb = prepared.rgb
+    if rgb.dtype != torch.uint8:
+        rgb = (rgb.float() * 255).clamp(0, 255).to(torch.uint8)
+    picture = draw_plan(rgb.permute(1, 2, 0).cpu().numpy(), hole.numpy(), plan)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    with writing(target, "--explain picture"):
+        atomic_write_bytes(target, buffer.getvalue())
+    print(f"{image_path}: {plan.describe()}")
+    print(f"wrote {target}")
+
+
+def _inpaint_folder(args, input_dir: Path) -> int:
+    """``lama-fast inpaint INPUT_DIR -o OUTPUT_DIR``: every image with a mask; resumable; exit 1 if any failed."""
+    from .. import batch
+
+    if args.explain:
+        raise CliError("--explain goes with one image: lama-fast inpaint IMAGE MASK --explain PLAN.png")
+    if args.mask or args.mask_opt:
+        raise CliError(f"{input_dir} is a folder: masks are found in it (NAME_mask*.png next to NAME.png) or in "
+                       f"--mask-dir, not given as MASK")
+    if not args.output:
+        raise CliError("a folder needs an output folder: lama-fast inpaint INPUT_DIR -o OUTPUT_DIR")
+    output_dir = Path(args.output)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise CliError(f"the output {output_dir} is a file; a folder of images needs an output folder")
+    if not output_dir.exists():
+        output_location(output_dir, "output folder")
+    elif not os.access(output_dir, os.W_OK | os.X_OK):
+        raise CliError(f"cannot write into the output folder {output_dir}: it is not writable")
+    checkpoint = _checkpoint(args)
+    plan = batch.plan_folder(input_dir, output_dir, args.mask_dir, args.output_format or "png")
+    if not plan.jobs and not plan.failures:
+        if args.mask_dir is not None:
+            raise CliError(f"no image in {input_dir} has a mask in {args.mask_dir} (an image a/b.jpg pairs with "
+                           f"the mask a/b.png of the mask folder)")
+        raise CliError(f"no mask found in {input_dir}: masks are files named NAME_mask*.png next to their image "
+                       f"NAME.png or NAME.jpg (or pass --mask-dir)")
+    loaded = []
+
+    def load_once():
+        loaded.append(_load_inpainter(args, checkpoint))
+        return loaded[0]
+
+    summary = batch.run_batch(plan, load=load_once, overwrite=args.overwrite, options=_inpaint_options(args),
+                              save=_save_options(args))
+    if summary.removed_leftovers:
+        print(f"removed {len(summary.removed_leftovers)} temporary files left by an interrupted run",
+              file=sys.stderr)
+    if loaded:
+        print(f"inpainted {input_dir} into {output_dir} ({_describe(loaded[0])})")
+    elif summary.skipped:
+        print(f"nothing to do: all {summary.skipped} outputs exist in {output_dir} (--overwrite redoes them); "
+              f"the model was not loaded")
+    print(f"summary: {summary.line()}")
+    if summary.interrupted:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 1 if summary.failed else 0
+
+
+def add_parser(add_command: Callable[..., argparse.ArgumentParser]) -> None:
+    p = add_command("inpaint", help="inpaint an image under a mask, or every image of a folder that has one",
+                    description="One image: lama-fast inpaint IMAGE MASK -o OUT.png. A folder: lama-fast inpaint "
+                                "INPUT_DIR -o OUTPUT_DIR, where every NAME_mask*.png under INPUT_DIR masks the "
+                                "image NAME.<png|jpg|...> beside it and is written to OUTPUT_DIR under the mask's "
+                                "relative path (as LaMa's predict.py), or with --mask-dir the image a/b.jpg takes "
+                                "the mask MASK_DIR/a/b.png. Existing outputs are skipped, so a stopped run resumes.")
+    p.add_argument("image", nargs="?", metavar="IMAGE_OR_INPUT_DIR")
+    p.add_argument("mask", nargs="?", metavar="MASK")
+    p.add_argument("--image", dest="image_opt", help="same as the positional IMAGE")
+    p.add_argument("--mask", dest="mask_opt", help="same as the positional MASK")
+    p.add_argument("-o", "--output", help="the output image, or the output folder of an input folder")
+    p.add_argument("--mask-dir", help="with an input folder: masks named as the images (same relative path and "
+                                      "stem, any image format) in this folder")
+    p.add_argument("--checkpoint", help=f"LaMa weights (.ckpt, .pt, .safetensors); default ${CHECKPOINT_ENV}")
+    p.add_argument("--device", type=device_arg, default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    p.add_argument("--backend", default="auto", help="auto (default) or a backend of lama-fast info")
+    p.add_argument("--dtype", type=dtype_arg, default=torch.float32, help=f"{', '.join(DTYPES)} (default float32)")
+    p.add_argument("--hd-strategy", choices=("original", "crop", "resize"),
+                   help="large images: the whole image, crops around the holes, or a downscaled copy "
+                        "(default: crop, which is the whole image up to --crop-trigger-size)")
+    p.add_argument("--crop-margin", type=int_in(0, None, "crop margin"), help="pixels around each hole (default 128)")
+    p.add_argument("--crop-trigger-size", type=int_in(1, None, "crop trigger size"),
+                   help="crop only images whose long side exceeds this (default 800)")
+    p.add_argument("--resize-limit", type=int_in(1, None, "resize limit"),
+                   help="long side the resize strategy scales down to (default 1280)")
+    p.add_argument("--mask-threshold", type=mask_threshold,
+                   help="a mask pixel is a hole where its value is above this (default 0: any non-zero pixel)")
+    p.add_argument("--max-memory", type=max_memory,
+                   help="memory a run may use, e.g. 4G or 512M (default: what the machine has free)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: keep and skip them)")
+    p.add_argument("--output-format", choices=("png", "jpg", "same"),
+                   help="with an input folder: png (default), jpg, or same as each image")
+    p.add_argument("--jpeg-quality", type=int_in(1, 100, "JPEG quality"), default=95,
+                   help="1..100 (default 95)")
+    p.add_argument("--png-compress-level", type=int_in(0, 9, "PNG compression level"),
+                   help="0..9 (default 6, as Pillow)")
+    p.add_argument("--explain", metavar="PNG",
+                   help="one image: draw the regions the chosen strategy sends through the network, with the "
+                        "memory estimate, to this PNG (no checkpoint needed without -o)")
+    p.set_defaults(func=cmd_inpaint)
