@@ -37,8 +37,7 @@ from lama_fast.ops.reference import (fourier_unit_reference, mixed_spectrum_refe
                                      plain_spectral_transform, spectral_transform_reference)
 from configs import tiny_config
 from op_cases import check_output, rand, shape_id, spectral_weights
-from test_fast import _golden_batch
-from test_model import _golden_generator, randomise, scaled_error
+from model_cases import golden_batch, golden_generator, randomise, scaled_error
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA_SOURCES = sorted((ROOT / "csrc" / "cuda").glob("*.cu"))
@@ -479,9 +478,9 @@ def test_cuda_big_lama_shapes_float32(ieee_float32, side):
 @NEEDS_GPU
 def test_cuda_generator_matches_golden(golden_dir, golden_case, ieee_float32):
     case = golden_case("inpaint_case")
-    fast = lama_fast.optimize(_golden_generator(golden_dir, torch.float32), backend="cuda", device="cuda")
+    fast = lama_fast.optimize(golden_generator(golden_dir, torch.float32), backend="cuda", device="cuda")
     assert fast.lama_fast_backend == "cuda"
-    out = fast(_golden_batch(case, torch.float32).cuda())
+    out = fast(golden_batch(case, torch.float32).cuda())
     assert out.dtype == torch.float32
     assert (out.double().cpu() - case["generator_output"]).abs().max().item() <= 2e-6
 

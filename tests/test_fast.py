@@ -13,12 +13,11 @@ from configs import tiny_config
 from lama_fast.backends import _cpu_has_bf16, available_backends
 from lama_fast.fast import FastGenerator, convert_ffc_layer
 import lama_fast.fast
-from lama_fast.inpaint import pad_to_modulo
 from lama_fast.model import build_generator
 from lama_fast.model.random import random_generator
 from lama_fast.ops.winograd import winograd_reasons
 from lama_fast.rewrite import UnsupportedModelError
-from test_model import _golden_generator, _golden_module, randomise, scaled_error
+from model_cases import golden_batch, golden_generator, golden_module, randomise, scaled_error
 
 CPU_REASON = available_backends("cpu", torch.float32)["cpu"]
 pytestmark = pytest.mark.skipif(CPU_REASON is not None, reason=f"cpu backend unavailable: {CPU_REASON}")
@@ -93,18 +92,11 @@ def test_any_input_layout(layout):
 
 # --- golden vectors from the original code ----------------------------------------------------
 
-def _golden_batch(case, dtype):
-    image = case["image"].permute(2, 0, 1).double() / 255
-    mask = (case["mask"] > 0).double()[None]
-    image, mask = pad_to_modulo(image), pad_to_modulo(mask)
-    return torch.cat((image * (1 - mask), mask))[None].to(dtype)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_generator_matches_golden(golden_dir, golden_case, dtype):
     case = golden_case("inpaint_case")
-    fast = lama_fast.optimize(_golden_generator(golden_dir, torch.float32), backend="cpu", dtype=dtype)
-    out = fast(_golden_batch(case, dtype))
+    fast = lama_fast.optimize(golden_generator(golden_dir, torch.float32), backend="cpu", dtype=dtype)
+    out = fast(golden_batch(case, dtype))
     want = case["generator_output"]
     assert out.dtype == dtype
     assert scaled_error(out, want) <= TOLERANCE[dtype] if dtype == torch.float64 else (
@@ -113,7 +105,7 @@ def test_generator_matches_golden(golden_dir, golden_case, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_ffc_layer_matches_golden(golden_case, dtype):
-    case, module = _golden_module(golden_case, "ffc_case")
+    case, module = golden_module(golden_case, "ffc_case")
     layer = convert_ffc_layer(module, dtype, "ffc_case", conv_algorithm="direct")
     out_l, out_g = layer((case["input_local"].to(dtype), case["input_global"].to(dtype)))
     assert scaled_error(out_l, case["output_local"]) <= TOLERANCE[dtype]
@@ -126,7 +118,7 @@ def test_fused_spectral_op_matches_golden(golden_case, dtype):
     from lama_fast.fast.ffc import FusedSpectral
     from lama_fast.rewrite import fold_spectral
 
-    case, module = _golden_module(golden_case, "spectral_case")
+    case, module = golden_module(golden_case, "spectral_case")
     fused = FusedSpectral(fold_spectral(module, None, "spectral_case"), dtype)
     out = fused(case["input"].to(dtype), None, None, False)
     assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
@@ -137,7 +129,7 @@ def test_fused_spectral_op_matches_golden(golden_case, dtype):
 def test_ffc_layer_with_winograd_matches_golden(golden_case):
     """Winograd's rounding error scales with the layer's inputs, not with each output element, so
     its bound is norm-wise: max |error| <= 1e-5 * max |expected| (measured 1.8e-6 and 2.8e-7)."""
-    case, module = _golden_module(golden_case, "ffc_case")
+    case, module = golden_module(golden_case, "ffc_case")
     layer = convert_ffc_layer(module, torch.float32, "ffc_case", conv_algorithm="auto")
     assert all(conv.algorithm == "winograd" for conv in (layer.l2l, layer.g2l, layer.l2g))
     out_l, out_g = layer((case["input_local"].float(), case["input_global"].float()))

@@ -7,43 +7,19 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 import numpy_reference as npref
 from configs import tiny_config
 from lama_fast.model import (
     FFC_BN_ACT, NAMED_CONFIGS, FourierUnit, SpectralTransform, build_generator,
 )
+from model_cases import golden_batch, golden_generator, golden_module, randomise, scaled_error
 
 # Error allowed against float64 truth, per dtype: |got - want| <= tol * max(1, |want|).
 # For outputs in [0, 1] this is an absolute bound; for the module cases, whose
 # activations reach ~45, it is a relative one (float32's spacing at 45 is 3.8e-6).
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}
 DTYPES = [torch.float32, torch.float64]
-
-
-def scaled_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    got, want = got.double(), want.double()
-    return ((got - want).abs() / want.abs().clamp(min=1)).max().item()
-
-
-def randomise(module: nn.Module, seed: int) -> nn.Module:
-    """Random conv weights at the golden cases' scale and non-trivial BatchNorm statistics."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                fan_in = m.weight[0].numel()
-                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (1.5 / fan_in) ** 0.5)
-                if m.bias is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
-            elif isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(1 + 0.2 * torch.randn(n, generator=gen))
-                m.bias.copy_(0.2 * torch.randn(n, generator=gen))
-                m.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
-                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
-    return module.eval()
 
 
 # --- layout --------------------------------------------------------------------------------
@@ -61,37 +37,12 @@ def test_state_dict_matches_released_manifest(golden_dir, name):
 
 # --- golden vectors from the original code -----------------------------------------------
 
-def _golden_generator(golden_dir, dtype):
-    ckpt = torch.load(golden_dir / "tiny" / "checkpoint.ckpt", weights_only=True)
-    generator = build_generator(ckpt["generator_config"])
-    prefix = "generator."
-    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    generator.load_state_dict(state, strict=True)
-    return generator.to(dtype).eval()
-
-
-def _golden_module(golden_case, name):
-    """The golden case ``name`` ("spectral_case" or "ffc_case") and its module with the case's weights, eval mode."""
-    case = golden_case(name)
-    if name == "spectral_case":
-        module = SpectralTransform(96, 96, enable_lfu=False)
-    else:
-        module = FFC_BN_ACT(128, 128, 3, 0.75, 0.75, padding=1, activation=True, enable_lfu=False)
-    module.load_state_dict(case["state_dict"], strict=True)
-    return case, module.eval()
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_generator_matches_golden(golden_dir, golden_case, dtype):
     case = golden_case("inpaint_case")
-    generator = _golden_generator(golden_dir, dtype)
-    image = case["image"].permute(2, 0, 1).double() / 255
-    mask = (case["mask"] > 0).double()[None]
+    generator = golden_generator(golden_dir, dtype)
     # The golden output was made on the padded 64x88 input (61x83 padded symmetrically).
-    from lama_fast.inpaint import pad_to_modulo
-
-    image, mask = pad_to_modulo(image), pad_to_modulo(mask)
-    batch = torch.cat((image * (1 - mask), mask))[None].to(dtype)
+    batch = golden_batch(case, dtype)
     with torch.no_grad():
         out = generator(batch)
     assert out.dtype == dtype
@@ -102,7 +53,7 @@ def test_generator_matches_golden(golden_dir, golden_case, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_spectral_transform_matches_golden(golden_case, dtype):
-    case, module = _golden_module(golden_case, "spectral_case")
+    case, module = golden_module(golden_case, "spectral_case")
     module = module.to(dtype)
     with torch.no_grad():
         out = module(case["input"].to(dtype))
@@ -111,7 +62,7 @@ def test_spectral_transform_matches_golden(golden_case, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_ffc_bn_act_matches_golden(golden_case, dtype):
-    case, module = _golden_module(golden_case, "ffc_case")
+    case, module = golden_module(golden_case, "ffc_case")
     module = module.to(dtype)
     with torch.no_grad():
         out_l, out_g = module((case["input_local"].to(dtype), case["input_global"].to(dtype)))

@@ -19,7 +19,7 @@ from lama_fast.model.ffc import FourierUnit, SpectralTransform
 from lama_fast.ops.reference import (fourier_unit_reference, plain_spectral_transform,
                                      spectral_transform_reference)
 from op_cases import check_output, shape_id
-from test_model import randomise
+from model_cases import randomise
 
 REASONS = extension_reasons()
 if REASONS:

@@ -17,7 +17,7 @@ from lama_fast.model.ffc import ConcatTupleLayer
 from lama_fast.ops.winograd import winograd_reasons
 from lama_fast.rewrite import Conv, Pad, UnsupportedModelError, rewrite_generator
 from lama_fast.rewrite.run import PadStage
-from test_model import randomise, scaled_error
+from model_cases import randomise, scaled_error
 
 TRITON_REASON = "; ".join(triton_reasons()) or None
 

@@ -23,8 +23,7 @@ from lama_fast.model import SpectralTransform, build_generator
 from lama_fast.ops.reference import fourier_unit_reference, plain_spectral_transform, spectral_transform_reference
 from configs import tiny_config
 from op_cases import rand, spectral_weights
-from test_fast import _golden_batch
-from test_model import _golden_generator, scaled_error
+from model_cases import golden_batch, golden_generator, scaled_error
 
 TRITON_REASONS = triton_reasons()
 pytestmark = pytest.mark.skipif(bool(TRITON_REASONS), reason=f"triton unavailable: {'; '.join(TRITON_REASONS)}")
@@ -270,10 +269,10 @@ def test_backend_reasons():
 
 def test_generator_matches_golden(golden_dir, golden_case):
     case = golden_case("inpaint_case")
-    fast = lama_fast.optimize(_golden_generator(golden_dir, torch.float32), backend="triton", device=DEVICE)
+    fast = lama_fast.optimize(golden_generator(golden_dir, torch.float32), backend="triton", device=DEVICE)
     assert fast.lama_fast_backend == "triton"
     with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-        out = fast(_golden_batch(case, torch.float32).to(DEVICE))
+        out = fast(golden_batch(case, torch.float32).to(DEVICE))
     assert out.dtype == torch.float32
     assert (out.double().cpu() - case["generator_output"]).abs().max().item() <= 2e-6
 
