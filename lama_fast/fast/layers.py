@@ -26,7 +26,6 @@ from ..rewrite.run import CHANNELS_LAST, activate, to_channels_last
 STRIPE_ABOVE_BYTES = 160 << 20
 STRIPE_BYTES = 32 << 20
 ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
-ACTIVATIONS = (None, "relu", "sigmoid", "tanh")
 CONV_ALGORITHMS = ("auto", "direct", "winograd")
 
 
