@@ -13,7 +13,8 @@ PYTHON ?= python3
 TORCH_VERSION ?= 2.13.0
 TRITON_VERSION ?= 3.9.0
 # triton: the GPU kernels, tested on the CPU under TRITON_INTERPRET=1 (tests/conftest.py sets it).
-EXTRAS ?= test,triton
+# serve: lama-fast serve (FastAPI, uvicorn), tested by tests/test_serve*.py.
+EXTRAS ?= test,triton,serve
 PYTEST_ARGS ?=
 CKPT ?=
 

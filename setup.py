@@ -256,7 +256,8 @@ packages += ["lama_fast.kernels"] + ["lama_fast.kernels." + name for name in fin
 setup(
     packages=packages,
     package_dir={"lama_fast.kernels": "kernels"},
-    package_data={"lama_fast": ["_build_info.json", "assets/*.png", "assets/*.jpg", "assets/*.md"]},
+    package_data={"lama_fast": ["_build_info.json", "assets/*.png", "assets/*.jpg", "assets/*.md",
+                                "serve/static/*"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

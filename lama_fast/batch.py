@@ -58,7 +58,7 @@ __all__ = [
     "IMAGE_EXTENSIONS", "MASK_PATTERN", "MASK_MARKER", "OUTPUT_FORMATS", "Pair", "Failure", "Pairing", "Job",
     "FolderPlan", "pair_folder", "output_suffix", "plan_jobs", "check_outputs", "check_output_folder",
     "plan_folder", "SaveOptions", "Summary", "remove_leftovers", "being_written", "pending", "JobFailed",
-    "read_pair", "save_image", "inpaint_job", "run_batch", "atomic_write",
+    "read_pair", "renderable", "save_image", "inpaint_job", "run_batch", "atomic_write",
 ]
 
 
@@ -167,21 +167,26 @@ class JobFailed(Exception):
 def read_pair(image_path: PathLike, mask_path: PathLike) -> Tuple[Image.Image, Image.Image]:
     """Read an image and its mask (EXIF orientation applied), checking that their sizes agree.
 
-    Palette, bilevel and CMYK-like images come back as RGB(A) or L, so that the result is not
-    re-quantised to a palette; RGB, RGBA, L and LA images and every mask come back as stored.
+    The image comes back as :func:`renderable` makes it; every mask comes back as stored.
     """
     image = read_image(image_path, "image")
     mask = read_image(mask_path, "mask")
     if mask.size != image.size:
         raise ValueError(f"mask {mask_path} is {mask.width}x{mask.height} but image {image_path} is "
                          f"{image.width}x{image.height}")
-    if image.mode not in _RENDERABLE_MODES:
-        alpha = image.mode in ("PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info)
-        converted = image.convert("L" if image.mode == "1" else "RGBA" if alpha else "RGB")
-        if image.mode in _OTHER_COLOUR_SPACES:
-            converted.info.pop("icc_profile", None)  # it describes the other colour space
-        image = converted
-    return image, mask
+    return renderable(image), mask
+
+
+def renderable(image: Image.Image) -> Image.Image:
+    """Palette, bilevel and CMYK-like images as RGB(A) or L, so that a result is not re-quantised to a
+    palette; RGB, RGBA, L and LA images as they are."""
+    if image.mode in _RENDERABLE_MODES:
+        return image
+    alpha = image.mode in ("PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info)
+    converted = image.convert("L" if image.mode == "1" else "RGBA" if alpha else "RGB")
+    if image.mode in _OTHER_COLOUR_SPACES:
+        converted.info.pop("icc_profile", None)  # it describes the other colour space
+    return converted
 
 
 def _encoding(image: Image.Image, path: Path, options: SaveOptions, icc_profile: Optional[bytes]

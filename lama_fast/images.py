@@ -25,7 +25,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, BinaryIO, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -77,9 +77,25 @@ def read_image(path: Union[str, os.PathLike], what: str = "image") -> Image.Imag
     that are not regular files (FIFOs, devices, directories) are refused before anything is read."""
     path = str(Path(path))
     check_regular_file(path, what, "an image file")
+    return open_image(path, path, what)
+
+
+def open_image(source: Union[str, BinaryIO], name: str, what: str = "image", max_pixels: Optional[int] = None,
+               formats: Optional[Sequence[str]] = None) -> Image.Image:
+    """Decode an image from a path or binary file, fully loaded, with its EXIF orientation applied
+    (and ``format`` set to the file's).
+
+    ``name`` names it in messages. Before any pixel is decoded, from the file's header alone: 16-bit
+    images are refused (ValueError), and so are images of more than ``max_pixels`` pixels
+    (:class:`ImageTooLarge`). ``formats`` limits the decoders tried (Pillow format names). A file no
+    decoder takes, or whose data is damaged, raises ValueError naming it."""
     wide = None
     try:
-        with Image.open(path) as opened:
+        with Image.open(source, formats=formats) as opened:
+            width, height = opened.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageTooLarge(f"{what} {name} is {width}x{height} pixels ({width * height / 1e6:.1f} MP); "
+                                    f"the limit is {max_pixels / 1e6:g} MP")
             mode = opened.mode
             stored = [r for r in _tile_rawmodes(opened) if _WIDE_RAWMODE.match(r)]
             # A 16-bit single-channel mask keeps its values; Pillow would drop the low byte of wider RGB(A) data.
@@ -91,11 +107,45 @@ def read_image(path: Union[str, os.PathLike], what: str = "image") -> Image.Imag
                 opened.load()
                 # exif_transpose returns a copy in every case, so the result outlives the closed file.
                 image = ImageOps.exif_transpose(opened)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise ValueError(f"cannot read {what} {path}: {error}") from error
+                image.format = opened.format
+    except ImageTooLarge:
+        raise
+    except Image.DecompressionBombError as error:
+        size = _header_size(source, formats)
+        if size is not None and max_pixels is not None:
+            width, height = size
+            raise ImageTooLarge(f"{what} {name} is {width}x{height} pixels ({width * height / 1e6:.1f} MP); "
+                                f"the limit is {max_pixels / 1e6:g} MP") from None
+        raise ImageTooLarge(f"{what} {name} is too large: {error}") from error
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"cannot read {what} {name}: {error}") from error
     if wide is not None:
-        raise _wide_image_error(path, what, wide)
+        raise _wide_image_error(name, what, wide)
     return image
+
+
+def _header_size(source: Union[str, BinaryIO], formats: Optional[Sequence[str]]) -> Optional[Tuple[int, int]]:
+    """The size a file's header declares, read without Pillow's decompression-bomb check (which refuses
+    such a file before its size can be reported); None when no decoder takes it."""
+    for fmt in formats or Image.ID:
+        factory, accept = Image.OPEN.get(fmt, (None, None))
+        if factory is None:
+            continue
+        try:
+            if hasattr(source, "seek"):
+                source.seek(0)
+                image = factory(source, "")
+            else:
+                with open(source, "rb") as fp:
+                    image = factory(fp, source)
+            return image.size
+        except Exception:
+            continue
+    return None
+
+
+class ImageTooLarge(ValueError):
+    """An image has more pixels than the limit it is read under (known from its header)."""
 
 
 # --- images --------------------------------------------------------------------------------------

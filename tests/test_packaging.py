@@ -64,3 +64,21 @@ def test_missing_optional_parts_do_not_break_import():
     assert f"| extension lama_fast._C | {extension}" in "\n".join(info)
     assert not any("winograd" in line for line in info)
     assert any(re.match(r"\| triton kernels +\| triton ", line) for line in info)
+
+
+def test_serve_needs_its_extra_and_nothing_else_does(golden_dir):
+    # A fresh interpreter without the serve extra: lama_fast and its command line work, serve says what to install.
+    script = (
+        "import sys\n"
+        "for name in ('fastapi', 'uvicorn', 'starlette', 'multipart', 'prometheus_client'):\n"
+        "    sys.modules[name] = None\n"
+        "import lama_fast, lama_fast.cli, lama_fast.serve\n"
+        "from lama_fast.cli import main\n"
+        f"code = main(['serve', '--checkpoint', {str(golden_dir / 'tiny' / 'checkpoint.ckpt')!r}])\n"
+        "print(code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "2\n"
+    assert done.stderr == ("lama-fast serve: lama-fast serve needs the serve extra (fastapi, uvicorn, multipart, "
+                           "prometheus_client not installed): pip install 'lama_fast[serve]'\n")

@@ -1,6 +1,6 @@
-"""The ``lama-fast`` command: inpaint, bench, parity, info, convert.
+"""The ``lama-fast`` command: inpaint, serve, bench, parity, info, convert.
 
-One module per command (``info``, ``convert``, ``parity``, ``bench``, ``inpaint``), each with its
+One module per command (``info``, ``convert``, ``parity``, ``bench``, ``inpaint``, ``serve``), each with its
 ``cmd_*`` function and the ``add_parser`` that declares its options; ``common`` holds what they share.
 """
 
@@ -14,7 +14,7 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
-from . import bench, convert, info, inpaint, parity
+from . import bench, convert, info, inpaint, parity, serve
 from .common import DTYPES, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliError, Parser, reason
 from .inpaint import CHECKPOINT_ENV, WHERE_THE_WEIGHTS_ARE
 
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
         return command
 
-    for module in (info, convert, parity, bench, inpaint):
+    for module in (info, convert, parity, bench, inpaint, serve):
         module.add_parser(add_command)
     return parser
 

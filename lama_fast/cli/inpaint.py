@@ -36,7 +36,8 @@ def cmd_inpaint(args) -> int:
     return _inpaint_image(args)
 
 
-def _checkpoint(args) -> str:
+def checkpoint_path(args) -> str:
+    """--checkpoint or $LAMA_FAST_CHECKPOINT, checked to be a regular file."""
     checkpoint = args.checkpoint or os.environ.get(CHECKPOINT_ENV)
     if not checkpoint:
         raise CliError(f"no checkpoint given: pass --checkpoint PATH or set {CHECKPOINT_ENV}. {WHERE_THE_WEIGHTS_ARE}")
@@ -93,7 +94,7 @@ def _inpaint_image(args) -> int:
     if args.output_format is not None:
         raise CliError("--output-format goes with an input folder; one image is written in the format of "
                        "--output's suffix")
-    checkpoint = _checkpoint(args)
+    checkpoint = checkpoint_path(args)
     output = Path(args.output)
     if output.resolve() in (Path(image_path).resolve(), Path(mask_path).resolve()):
         raise CliError(f"refusing to overwrite an input file: {output}")
@@ -174,7 +175,7 @@ def _inpaint_folder(args, input_dir: Path) -> int:
         output_location(output_dir, "output folder")
     elif not os.access(output_dir, os.W_OK | os.X_OK):
         raise CliError(f"cannot write into the output folder {output_dir}: it is not writable")
-    checkpoint = _checkpoint(args)
+    checkpoint = checkpoint_path(args)
     plan = batch.plan_folder(input_dir, output_dir, args.mask_dir, args.output_format or "png")
     if not plan.jobs and not plan.failures:
         if args.mask_dir is not None:
