@@ -11,6 +11,7 @@ import io
 import json
 import re
 import signal
+import socket
 import struct
 import threading
 import time
@@ -418,14 +419,24 @@ def test_docs_and_config(server, direct):
 
 # --- the process --------------------------------------------------------------------------------------
 
+def port_open(url: str) -> bool:
+    host, port = url.rsplit("/", 1)[1].rsplit(":", 1)
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        return sock.connect_ex((host, int(port))) == 0
+
+
 def test_sigterm_lets_the_request_in_flight_finish(checkpoint, direct):
     running = start_server("--checkpoint", checkpoint)
-    image, mask = photo(900, 700, seed=12), hole(900, 700)
+    image, mask = photo(1200, 900, seed=12), hole(1200, 900)
     try:
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(native_inpaint, running, encoded(image), encoded(mask), hd_strategy="original")
             wait_for(lambda: metric(running, "lama_fast_inference_running") == 1)
             running.proc.send_signal(signal.SIGTERM)
+            # The port closes at once: a new client is refused while the request in flight goes on.
+            wait_for(lambda: not port_open(running.url), timeout=10)
+            assert not pending.done()
             answer = pending.result()
         assert answer.status_code == 200
         assert np.array_equal(pixels(decoded(answer.content)), pixels(direct(image, mask, hd_strategy="original")))

@@ -28,7 +28,7 @@ class BodyTooLarge(Exception):
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"the request body is larger than this server's limit of {limit} bytes "
-                         f"({limit / 2 ** 20:g} MiB)")
+                         f"({limit / 2 ** 20:.3g} MiB)")
 
 
 def key_digest(key: str) -> bytes:
