@@ -13,8 +13,9 @@ PYTHON ?= python3
 TORCH_VERSION ?= 2.13.0
 TRITON_VERSION ?= 3.9.0
 # triton: the GPU kernels, tested on the CPU under TRITON_INTERPRET=1 (tests/conftest.py sets it).
-# serve: lama-fast serve (FastAPI, uvicorn), tested by tests/test_serve*.py.
-EXTRAS ?= test,triton,serve
+# serve: lama-fast serve (FastAPI, uvicorn), tested by tests/test_serve*.py; distributed: Ray Data
+# (lama-fast inpaint --ray), tested by tests/test_distributed.py on a local two-node Ray cluster.
+EXTRAS ?= test,triton,serve,distributed
 PYTEST_ARGS ?=
 CKPT ?=
 

@@ -58,7 +58,8 @@ __all__ = [
     "IMAGE_EXTENSIONS", "MASK_PATTERN", "MASK_MARKER", "OUTPUT_FORMATS", "Pair", "Failure", "Pairing", "Job",
     "FolderPlan", "pair_folder", "output_suffix", "plan_jobs", "check_outputs", "check_output_folder",
     "plan_folder", "SaveOptions", "Summary", "remove_leftovers", "being_written", "pending", "JobFailed",
-    "read_pair", "renderable", "save_image", "inpaint_job", "run_batch", "atomic_write",
+    "read_pair", "pair_images", "renderable", "encoding", "save_image", "inpaint_images", "inpaint_job",
+    "run_batch", "atomic_write",
 ]
 
 
@@ -169,10 +170,14 @@ def read_pair(image_path: PathLike, mask_path: PathLike) -> Tuple[Image.Image, I
 
     The image comes back as :func:`renderable` makes it; every mask comes back as stored.
     """
-    image = read_image(image_path, "image")
-    mask = read_image(mask_path, "mask")
+    return pair_images(read_image(image_path, "image"), read_image(mask_path, "mask"), image_path, mask_path)
+
+
+def pair_images(image: Image.Image, mask: Image.Image, image_name: PathLike, mask_name: PathLike
+                ) -> Tuple[Image.Image, Image.Image]:
+    """An image (as :func:`renderable` makes it) and its mask, once their sizes are seen to agree."""
     if mask.size != image.size:
-        raise ValueError(f"mask {mask_path} is {mask.width}x{mask.height} but image {image_path} is "
+        raise ValueError(f"mask {mask_name} is {mask.width}x{mask.height} but image {image_name} is "
                          f"{image.width}x{image.height}")
     return renderable(image), mask
 
@@ -189,7 +194,7 @@ def renderable(image: Image.Image) -> Image.Image:
     return converted
 
 
-def _encoding(image: Image.Image, path: Path, options: SaveOptions, icc_profile: Optional[bytes]
+def encoding(image: Image.Image, path: Path, options: SaveOptions, icc_profile: Optional[bytes]
               ) -> Tuple[Image.Image, str, Dict[str, Any]]:
     """The image as it is saved (JPEG drops alpha), the Pillow format and the save parameters for ``path``."""
     fmt = Image.registered_extensions().get(path.suffix.lower())
@@ -212,7 +217,7 @@ def save_image(image: Image.Image, path: PathLike, options: SaveOptions = SaveOp
                icc_profile: Optional[bytes] = None) -> None:
     """Encode ``image`` by ``path``'s suffix and write it atomically (temporary file, then rename)."""
     path = Path(path)
-    image, fmt, params = _encoding(image, path, options, icc_profile)
+    image, fmt, params = encoding(image, path, options, icc_profile)
     atomic_write(path, lambda tmp: image.save(tmp, format=fmt, **params))
 
 
@@ -232,25 +237,26 @@ def inpaint_job(inpainter: Callable[..., Any], job: Job, options: Optional[Dict[
         raise JobFailed(f"cannot read {job.image} or {job.mask}: {type(exc).__name__}: {exc}") from exc
     try:
         with atomic_target(job.output) as tmp:
-            result = _inpaint(inpainter, job, image, mask, options, note)
-            encoded, fmt, params = _encoding(result, job.output, save, image.info.get("icc_profile"))
+            result = inpaint_images(inpainter, job.image, image, mask, options, note)
+            encoded, fmt, params = encoding(result, job.output, save, image.info.get("icc_profile"))
             encoded.save(tmp, format=fmt, **params)
     except (ValueError, OSError) as exc:
         raise JobFailed(f"cannot write {job.output}: {exc}") from exc
 
 
-def _inpaint(inpainter: Callable[..., Any], job: Job, image: Image.Image, mask: Image.Image,
-             options: Optional[Dict[str, Any]], note: Callable[[str], None]) -> Image.Image:
+def inpaint_images(inpainter: Callable[..., Any], name: PathLike, image: Image.Image, mask: Image.Image,
+                   options: Optional[Dict[str, Any]], note: Callable[[str], None]) -> Image.Image:
+    """``inpainter(image, mask, **options)`` as a PIL image; JobFailed naming ``name``, warnings to ``note``."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             result = inpainter(image, mask, **(options or {}))
         except (ValueError, TypeError, MemoryError) as exc:
-            raise JobFailed(f"cannot inpaint {job.image}: {exc}") from exc
+            raise JobFailed(f"cannot inpaint {name}: {exc}") from exc
         except Exception as exc:
-            raise JobFailed(f"cannot inpaint {job.image}: {type(exc).__name__}: {exc}") from exc
+            raise JobFailed(f"cannot inpaint {name}: {type(exc).__name__}: {exc}") from exc
     for warning in caught:
-        note(f"{job.image}: {warning.message}")
+        note(f"{name}: {warning.message}")
     return result if isinstance(result, Image.Image) else Image.fromarray(result)
 
 

@@ -31,6 +31,13 @@ WHERE_THE_WEIGHTS_ARE = (
 
 def cmd_inpaint(args) -> int:
     source = args.image or args.image_opt
+    if args.ray is not None:
+        from .dataset import inpaint_on_ray
+
+        return inpaint_on_ray(args, source)
+    for option in ("ray_workers", "ray_threads", "results"):
+        if getattr(args, option) is not None:
+            raise CliError(f"--{option.replace('_', '-')} goes with --ray")
     if source and Path(source).is_dir():
         return _inpaint_folder(args, Path(source))
     return _inpaint_image(args)
@@ -45,7 +52,7 @@ def checkpoint_path(args) -> str:
     return checkpoint
 
 
-def _inpaint_options(args) -> dict:
+def inpaint_options(args) -> dict:
     """The Inpainter keywords the user gave; the others keep the Inpainter's defaults (not passed)."""
     given = {
         "hd_strategy": args.hd_strategy, "crop_margin": args.crop_margin, "crop_trigger_size": args.crop_trigger_size,
@@ -54,7 +61,7 @@ def _inpaint_options(args) -> dict:
     return {name: value for name, value in given.items() if value is not None}
 
 
-def _save_options(args):
+def save_options(args):
     from ..batch import SaveOptions
 
     return SaveOptions(jpeg_quality=args.jpeg_quality, png_compress_level=args.png_compress_level)
@@ -110,13 +117,13 @@ def _inpaint_image(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            result = inpainter(image, mask, **_inpaint_options(args))
+            result = inpainter(image, mask, **inpaint_options(args))
         except (ValueError, TypeError) as exc:
             raise CliError(f"cannot inpaint {image_path}: {exc}") from exc
     for warning in caught:
         print(f"lama-fast inpaint: {warning.message}", file=sys.stderr)
     with writing(output, "output"):
-        batch.save_image(result, output, _save_options(args), image.info.get("icc_profile"))
+        batch.save_image(result, output, save_options(args), image.info.get("icc_profile"))
     print(f"wrote {output} ({_describe(inpainter)})")
     return 0
 
@@ -157,15 +164,8 @@ def _explain(args, image_path: str, mask_path: str) -> None:
     print(f"wrote {target}")
 
 
-def _inpaint_folder(args, input_dir: Path) -> int:
-    """``lama-fast inpaint INPUT_DIR -o OUTPUT_DIR``: every image with a mask; resumable; exit 1 if any failed."""
-    from .. import batch
-
-    if args.explain:
-        raise CliError("--explain goes with one image: lama-fast inpaint IMAGE MASK --explain PLAN.png")
-    if args.mask or args.mask_opt:
-        raise CliError(f"{input_dir} is a folder: masks are found in it (NAME_mask*.png next to NAME.png) or in "
-                       f"--mask-dir, not given as MASK")
+def output_folder(args) -> Path:
+    """-o of a folder run, refused unless it is (or can be made) a writable folder."""
     if not args.output:
         raise CliError("a folder needs an output folder: lama-fast inpaint INPUT_DIR -o OUTPUT_DIR")
     output_dir = Path(args.output)
@@ -175,6 +175,19 @@ def _inpaint_folder(args, input_dir: Path) -> int:
         output_location(output_dir, "output folder")
     elif not os.access(output_dir, os.W_OK | os.X_OK):
         raise CliError(f"cannot write into the output folder {output_dir}: it is not writable")
+    return output_dir
+
+
+def _inpaint_folder(args, input_dir: Path) -> int:
+    """``lama-fast inpaint INPUT_DIR -o OUTPUT_DIR``: every image with a mask; resumable; exit 1 if any failed."""
+    from .. import batch
+
+    if args.explain:
+        raise CliError("--explain goes with one image: lama-fast inpaint IMAGE MASK --explain PLAN.png")
+    if args.mask or args.mask_opt:
+        raise CliError(f"{input_dir} is a folder: masks are found in it (NAME_mask*.png next to NAME.png) or in "
+                       f"--mask-dir, not given as MASK")
+    output_dir = output_folder(args)
     checkpoint = checkpoint_path(args)
     plan = batch.plan_folder(input_dir, output_dir, args.mask_dir, args.output_format or "png")
     if not plan.jobs and not plan.failures:
@@ -189,8 +202,8 @@ def _inpaint_folder(args, input_dir: Path) -> int:
         loaded.append(_load_inpainter(args, checkpoint))
         return loaded[0]
 
-    summary = batch.run_batch(plan, load=load_once, overwrite=args.overwrite, options=_inpaint_options(args),
-                              save=_save_options(args))
+    summary = batch.run_batch(plan, load=load_once, overwrite=args.overwrite, options=inpaint_options(args),
+                              save=save_options(args))
     if summary.removed_leftovers:
         print(f"removed {len(summary.removed_leftovers)} temporary files left by an interrupted run",
               file=sys.stderr)
@@ -246,4 +259,15 @@ def add_parser(add_command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--explain", metavar="PNG",
                    help="one image: draw the regions the chosen strategy sends through the network, with the "
                         "memory estimate, to this PNG (no checkpoint needed without -o)")
+    ray = p.add_argument_group("many machines (the distributed extra: pip install 'lama_fast[distributed]')")
+    ray.add_argument("--ray", nargs="?", const="local", metavar="local|ADDRESS",
+                     help="run a folder, or a manifest (.csv, .jsonl, .parquet with image, mask, output columns; "
+                          "paths or URIs such as s3://), on Ray Data: 'local' (the default) starts a Ray instance "
+                          "here, an address ('auto', 'HOST:6379', 'ray://HOST:10001') joins a running cluster")
+    ray.add_argument("--ray-workers", type=int_in(1, None, "workers"),
+                     help="models running at once (default: one per node)")
+    ray.add_argument("--ray-threads", type=int_in(1, None, "threads"),
+                     help="torch threads and Ray CPUs of each (default: a node's cores over its workers)")
+    ray.add_argument("--results", help="where the result rows go (JSONL: item, status, output, seconds, error); "
+                                       "default OUTPUT_DIR/lama-fast-results-START.jsonl, START the run's start time")
     p.set_defaults(func=cmd_inpaint)
