@@ -4,7 +4,7 @@ One run writes ``bench/results/ray.json`` (every figure, every item) and ``bench
 tables, also printed):
 
 1. big-lama with seeded random weights (``random_generator("big-lama", seed=0)``), written as a
-   Lightning ``.ckpt`` by ``serve_bench.write_checkpoint`` and checked to load back exactly;
+   Lightning ``.ckpt`` by ``serve_bench.checkpoint_to_use`` and checked to load back exactly;
 2. two input folders: N images at 512x512 and M at 1000x750, each ``NAME.png`` with ``NAME_mask.png``,
    made from ``lama_fast/assets/astronaut.jpg`` and its hand-drawn mask, each shifted by a few pixels
    and 2-4 % lighter or darker than the last so that no two are alike;
@@ -57,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 from PIL import Image, ImageEnhance  # noqa: E402
 from serve_bench import (ASSETS, RESULTS, cell, log, machine_cpu_s, percentile, process_cpu_s,  # noqa: E402
-                         rounded, table, write_checkpoint)
+                         checkpoint_to_use, rounded, table)
 
 SIZES: Dict[str, Tuple[int, int]] = {"512x512": (512, 512), "1000x750": (1000, 750)}
 SYSTEMS: Dict[str, Tuple[Optional[int], Optional[int]]] = {"single": (None, None), "ray 1x2": (1, 2),
@@ -469,13 +469,7 @@ def run(plan: Plan, checkpoint: Optional[Path], folder: Path, json_path: Path) -
         json_path.write_text(json.dumps(results, indent=1) + "\n")
 
     log(f"plan: about {estimate_s(plan) / 60:.0f} minutes on an idle 2-core machine")
-    if checkpoint is None:
-        log("writing big-lama with random weights (seed 0)")
-        checkpoint = write_checkpoint(folder)
-        results["checkpoint"] = ("big-lama with random weights (`random_generator('big-lama', seed=0)`, "
-                                 "a Lightning .ckpt read back exactly)")
-    else:
-        results["checkpoint"] = str(checkpoint)
+    checkpoint, results["checkpoint"] = checkpoint_to_use(checkpoint, folder)
     for size, count in plan.counts.items():
         results["inputs"][size] = write_inputs(folder / f"in_{size}", size, count)
         results["io"][size] = io_seconds(folder / f"in_{size}")

@@ -133,6 +133,18 @@ def write_checkpoint(folder: Path) -> Path:
     return path
 
 
+RANDOM_CHECKPOINT = ("big-lama with random weights (`random_generator('big-lama', seed=0)`, "
+                     "a Lightning .ckpt read back exactly)")
+
+
+def checkpoint_to_use(checkpoint: Optional[Path], folder: Path) -> Tuple[Path, str]:
+    """The checkpoint given, or big-lama with random weights written into ``folder``; and how to name it."""
+    if checkpoint is not None:
+        return checkpoint, str(checkpoint)
+    log("writing big-lama with random weights (seed 0)")
+    return write_checkpoint(folder), RANDOM_CHECKPOINT
+
+
 # --------------------------------------------------------------------------- processes and the machine
 
 
@@ -547,13 +559,7 @@ def run(plan: Plan, checkpoint: Optional[Path], folder: Path, json_path: Path) -
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(results, indent=1) + "\n")
 
-    if checkpoint is None:
-        log("writing big-lama with random weights (seed 0)")
-        checkpoint = write_checkpoint(folder)
-        results["checkpoint"] = ("big-lama with random weights (`random_generator('big-lama', seed=0)`, "
-                                 "a Lightning .ckpt read back exactly)")
-    else:
-        results["checkpoint"] = str(checkpoint)
+    checkpoint, results["checkpoint"] = checkpoint_to_use(checkpoint, folder)
     gc.collect()
 
     server = Server(checkpoint, plan.max_queue, folder)
