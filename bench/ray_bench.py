@@ -10,7 +10,8 @@ tables, also printed):
    and 2-4 % lighter or darker than the last so that no two are alike;
 3. Ray alone: ``ray.init`` and ``ray.shutdown`` timed, and the pipeline ``inpaint_dataset`` builds
    (``from_items`` with one block per item, ``map_batches(batch_size=1)`` over an actor pool) run with a
-   UDF that does nothing, with 1 and with 2 actors: what Ray Data costs per item on its own;
+   UDF that does nothing, with 1 and with 2 actors, and with 2 actors and 10 items per block: what Ray
+   Data costs per item on its own;
 4. per size, in turn, each into a fresh output folder, ``hd_strategy="original"``:
    - ``single``: ``run_batch(plan_folder(IN, OUT), inpainter=lama_fast.load(CKPT))`` in this process,
      torch on both cores (the model load is inside the timed run, as in ``lama-fast inpaint``);
@@ -31,7 +32,7 @@ Every phase records the CPU time of this process and all its descendants (Ray's 
 by this process), of everything else on the machine, and the hypervisor's steal time (``/proc``), so a
 run on a shared machine says how shared it was.
 
-    .venv/bin/python bench/ray_bench.py                  # the full run (about 7 minutes on an idle 2-core AMD EPYC)
+    .venv/bin/python bench/ray_bench.py                  # the full run (8 minutes on a nearly idle 2-core AMD EPYC)
     .venv/bin/python bench/ray_bench.py --quick          # a smoke run, results in a temporary folder
     .venv/bin/python bench/ray_bench.py --images-512 16 --images-1000 8 --trivial-items 500
     .venv/bin/python bench/ray_bench.py --ray-alone-only  # step 3 again, into the existing results
@@ -50,7 +51,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -184,7 +185,7 @@ class CpuWatch:
         self.last = dict(self.base)
         self.machine = machine_cpu_s()
         self.start = time.perf_counter()
-        self.nice: set = set()  # the nice values of the descendants seen (Ray's workers, helpers)
+        self.nice: Set[int] = set()  # the nice values of the descendants seen (Ray's workers, helpers)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="cpu-watch", daemon=True)
         self._thread.start()
@@ -194,7 +195,7 @@ class CpuWatch:
             self.last.update(tree_cpu())
             self.nice.update(n for n in map(process_nice, tree_pids()[1:]) if n is not None)
 
-    def share(self) -> Dict[str, float]:
+    def share(self) -> Dict[str, Any]:
         self._stop.set()
         self._thread.join()
         self.last.update(tree_cpu())
@@ -522,9 +523,9 @@ def markdown(results: Mapping[str, Any]) -> str:
         f"load average at the start {', '.join(f'{v:.2f}' for v in results['load_avg_at_start'])}.",
         f"Model: {results['checkpoint']}; `hd_strategy=\"original\"` (one pass over the whole image), PNG "
         "outputs. Inputs: " + ", ".join(
-            f"{n} × {s} (image PNG {i['image_png_bytes_mean'] / 1e3:.0f} kB, mask {i['mask_png_bytes_mean'] / 1e3:.1f} kB, "
-            f"hole {100 * i['hole_fraction_mean']:.1f} %)" for s, i in results["inputs"].items()
-            for n in [i["count"]]) + ".",
+            f"{i['count']} × {s} (image PNG {i['image_png_bytes_mean'] / 1e3:.0f} kB, "
+            f"mask {i['mask_png_bytes_mean'] / 1e3:.1f} kB, hole {100 * i['hole_fraction_mean']:.1f} %)"
+            for s, i in results["inputs"].items()) + ".",
         "Systems: `single` = `run_batch(plan_folder(IN, OUT), inpainter=lama_fast.load(CKPT))` in one process, "
         "torch on both cores; `ray WxT` = `inpaint_dataset(folder_items(IN, OUT), CKPT, address=\"local\", "
         "workers=W, threads=T)`, which starts and stops a local Ray instance. Ray's worker processes ran at "
@@ -535,27 +536,30 @@ def markdown(results: Mapping[str, Any]) -> str:
         "",
     ]
     lines += table(
-        ["size", "system", "workers used", "images", "failed", "wall s", "images/s", "× single", "start-up s", "steady images/s",
-         "× single (steady)", "s per item per worker", "in-worker s", "Ray gap s", "model s", "after last s",
-         "CPU ours / other / steal"],
+        ["size", "system", "workers used", "images", "failed", "wall s", "images/s", "× single", "start-up s",
+         "steady images/s", "× single (steady)", "s per item per worker", "in-worker s", "Ray gap s", "model s",
+         "after last s", "CPU ours / other / steal"],
         [[r["size"], r["system"], str(r["workers"]), str(r["images"]), str(r["failed"]), cell(r["wall_s"]),
           cell(r["images_per_s"], "{:.3f}"), cell(r.get("vs_single"), "{:.2f}"), cell(r["startup_s"]),
           cell(r["steady_images_per_s"], "{:.3f}"), cell(r.get("steady_vs_single"), "{:.2f}"),
           cell(r["interval_median_s"]), cell(r["in_worker_median_s"]),
           "–" if r["system"] == "single" else cell(r["gap_median_s"], "{:.4f}"),
           cell(r["model_median_s"]), cell(r["drain_s"]), cpu_cell(r["cpu"])] for r in results["runs"]])
+    inputs = results["inputs"]
     lines += ["", "## Besides the model, per item (timed in the benchmark's process, one item, median of 3)", ""]
     lines += table(["size", "read + decode image and mask s", "encode + write output PNG s",
                     "bytes in (image + mask)", "bytes out (output PNG, ≈ the image's)"],
                    [[s, cell(io["read_decode_s"]), cell(io["encode_write_s"]),
-                     str(results["inputs"][s]["image_png_bytes_mean"] + results["inputs"][s]["mask_png_bytes_mean"]),
-                     str(results["inputs"][s]["image_png_bytes_mean"])] for s, io in results["io"].items()])
+                     str(inputs[s]["image_png_bytes_mean"] + inputs[s]["mask_png_bytes_mean"]),
+                     str(inputs[s]["image_png_bytes_mean"])] for s, io in results["io"].items()])
     if alone:
-        lines += ["", f"## Ray alone ({alone['items']} items, a UDF that does nothing; {alone.get('measured', '')})", ""]
+        lines += ["", f"## Ray alone ({alone['items']} items, a UDF that does nothing; "
+                      f"{alone.get('measured', '')})", ""]
         lines += table(["actors", "items per block", "ray.init s", "from_items s", "ms per item to build", "run s",
-                        "steady items/s", "ms per item", "driver CPU ms per item", "Ray's other processes CPU ms per item",
-                        "ray.shutdown s", "CPU ours / other / steal"],
-                       [[str(p["actors"]), str(p.get("items_per_block", 1)), cell(alone["init_s"]), cell(p["from_items_s"]),
+                        "steady items/s", "ms per item", "driver CPU ms per item",
+                        "Ray's other processes CPU ms per item", "ray.shutdown s", "CPU ours / other / steal"],
+                       [[str(p["actors"]), str(p.get("items_per_block", 1)), cell(alone["init_s"]),
+                         cell(p["from_items_s"]),
                          cell(p["from_items_ms_per_item"]), cell(p["wall_s"]), cell(p["steady_items_per_s"]),
                          cell(p["steady_ms_per_item"]), cell(p["driver_cpu_ms_per_item"]),
                          cell(p["ray_cpu_ms_per_item"]), cell(alone.get("shutdown_s")), cpu_cell(alone["cpu"])]
