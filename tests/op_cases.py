@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+
+from lama_fast._build import build_info, extension_reasons
+
+
+def require_extension() -> None:
+    """Skip the calling test module where lama_fast._C is not available; fail where it was built but does not load."""
+    reasons = extension_reasons()
+    if reasons:
+        if build_info()["cpu_extension"].startswith("built"):
+            raise RuntimeError(f"lama_fast._C was built but does not load: {'; '.join(reasons)}")
+        pytest.skip(f"lama_fast._C is not available: {'; '.join(reasons)}", allow_module_level=True)
 
 
 def rand(*shape, seed=0) -> torch.Tensor:

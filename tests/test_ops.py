@@ -14,18 +14,13 @@ import torch
 from torch import nn
 
 import numpy_reference as npref
-from lama_fast._build import build_info, extension_reasons
 from lama_fast.model.ffc import FourierUnit, SpectralTransform
 from lama_fast.ops.reference import (fourier_unit_reference, plain_spectral_transform,
                                      spectral_transform_reference)
-from op_cases import check_output, shape_id
+from op_cases import check_output, require_extension, shape_id
 from model_cases import randomise
 
-REASONS = extension_reasons()
-if REASONS:
-    if build_info()["cpu_extension"].startswith("built"):
-        raise RuntimeError(f"lama_fast._C was built but does not load: {'; '.join(REASONS)}")
-    pytest.skip(f"lama_fast._C is not available: {'; '.join(REASONS)}", allow_module_level=True)
+require_extension()
 
 from lama_fast.ops import spectral  # noqa: E402  (after the skip: it needs the extension)
 

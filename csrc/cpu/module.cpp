@@ -5,8 +5,11 @@
 // namespace) and each implementation's TORCH_LIBRARY_IMPL, which make the
 // ops available as torch.ops.lama_fast.<name>. Where each op is implemented:
 //   spectral_transform, fourier_unit    cpu/spectral.cpp (CPU), cuda/spectral_cuda.cpp (CUDA)
+//   spectral_transform_masked,          cpu/spectral.cpp (CPU): the forward with its ReLU masks and
+//   fourier_unit_masked, *_backward     the input gradient from them
 //   winograd_weight, conv3x3_winograd,  cpu/winograd.cpp (CPU)
-//   winograd_isa
+//   winograd_isa, winograd_weight_transpose
+//   relu_mask, apply_mask               cpu/masks.cpp (CPU)
 //   cuda_emulated_spectral_transform,   cpu/cuda_emulation.cpp: the CUDA pipeline on the CPU,
 //   cuda_emulated_fourier_unit,         for the tests
 //   cuda_emulated_mixed_spectrum
@@ -20,6 +23,10 @@
 #define LF_SPECTRAL_TRANSFORM_ARGS                                                                    \
   "(Tensor x, Tensor w1, Tensor b1, Tensor w_freq, Tensor b_freq, Tensor w2, Tensor? bias, Tensor? other, " \
   "bool relu, str fft_norm) -> Tensor"
+// spectral_transform_masked: the same arguments, the output and the ReLU masks its backward needs.
+#define LF_SPECTRAL_TRANSFORM_MASKED_ARGS                                                             \
+  "(Tensor x, Tensor w1, Tensor b1, Tensor w_freq, Tensor b_freq, Tensor w2, Tensor? bias, Tensor? other, " \
+  "bool relu, str fft_norm) -> (Tensor, Tensor)"
 #define LF_FOURIER_UNIT_ARGS "(Tensor x, Tensor w_freq, Tensor b_freq, str fft_norm) -> Tensor"
 
 TORCH_LIBRARY_FRAGMENT(lama_fast, m) {
@@ -30,6 +37,15 @@ TORCH_LIBRARY_FRAGMENT(lama_fast, m) {
       "conv3x3_winograd(Tensor x, Tensor packed_weight, Tensor? bias=None, Tensor? other=None, bool relu=False, "
       "int reflect_pad=0) -> Tensor");
   m.def("winograd_isa() -> str");
+  m.def("winograd_weight_transpose(Tensor packed_weight) -> Tensor");
+  m.def("relu_mask(Tensor x) -> Tensor");
+  m.def("apply_mask(Tensor grad, Tensor bits) -> Tensor");
+  m.def("spectral_transform_masked" LF_SPECTRAL_TRANSFORM_MASKED_ARGS);
+  m.def(
+      "spectral_transform_backward(Tensor grad, Tensor masks, Tensor w1, Tensor w_freq, Tensor w2, bool relu, "
+      "str fft_norm) -> (Tensor, Tensor)");
+  m.def("fourier_unit_masked(Tensor x, Tensor w_freq, Tensor b_freq, str fft_norm) -> (Tensor, Tensor)");
+  m.def("fourier_unit_backward(Tensor grad, Tensor masks, Tensor w_freq, str fft_norm) -> Tensor");
   m.def("cuda_emulated_spectral_transform" LF_SPECTRAL_TRANSFORM_ARGS);
   m.def("cuda_emulated_fourier_unit" LF_FOURIER_UNIT_ARGS);
   m.def("cuda_emulated_mixed_spectrum(Tensor y, Tensor w_freq, Tensor b_freq, str fft_norm) -> Tensor");

@@ -5,6 +5,19 @@
 //   z = irfft2(relu(conv1x1(rfft2(y) as 2*Ch interleaved (re, im) channels, w_freq) + b_freq))
 //   out = conv1x1(y + z, w2) + bias + other, then relu if asked; channels_last.
 // lama_fast::fourier_unit(x, w_freq, b_freq, fft_norm) = z computed from x itself.
+// lama_fast::spectral_transform_masked / fourier_unit_masked: the same output
+//   (the same code, bit for bit) and a uint8 tensor of the ReLU masks that
+//   the backward needs, one bit per element: [y > 0], [Z > 0] (Z the
+//   frequency conv's output) and, with relu, [out > 0]. Layout: whole bytes
+//   per image row (y, out) and per frequency column (Z), in that order, as
+//   csrc/cpu/spectral_masks.h says; the Z bits are in the pipeline's split
+//   channel order (the ATen path: LaMa's interleaved one).
+// lama_fast::spectral_transform_backward(grad, masks, w1, w_freq, w2, relu,
+//   fft_norm) -> (grad_x, grad_out_masked) and fourier_unit_backward(grad,
+//   masks, w_freq, fft_norm) -> grad_x: the gradient with respect to x (and
+//   grad_out_masked = grad where out > 0, the gradient of bias and other),
+//   float32 and float64, by the same three passes run backwards (see "The
+//   backward" below).
 // (Schemas in csrc/cpu/module.cpp, argument checks in csrc/spectral_args.h.)
 //
 // Everything runs on channels-last data, where one position's channels are
@@ -38,6 +51,7 @@
 
 #include "fft.h"
 #include "spectral_args.h"
+#include "spectral_masks.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -92,6 +106,11 @@ struct RowJob {
   int64_t C = 0, H = 0, W = 0, Wf = 0;
   T scale = 1;
   const fft::RealPlan<T>* plan = nullptr;
+  // Optional ReLU bits of the rows (row r at bits + r * bits_row, see
+  // spectral_masks.h): forward, the bits of src are written there; inverse,
+  // dst is zeroed where they are clear.
+  uint8_t* bits = nullptr;
+  int64_t bits_row = 0;
 };
 
 // The real FFTs along W of rows r0 .. r1 (row n * H + h): forward from src
@@ -103,10 +122,38 @@ LF_INLINE void rows_impl(const RowJob<T, S>& job, int64_t r0, int64_t r1, T* sa,
     const int64_t n = row / job.H, h = row % job.H;
     T* spectrum = job.spec + (n * job.Wf * job.H + h) * 2 * job.C;
     if constexpr (Inv) {
+      S* out = job.dst + row * values;
       fft::irfft_row(*job.plan, spectrum, kstride, job.C, job.scale, job.src ? job.src + row * values : nullptr,
-                     job.dst + row * values, sa, sb);
+                     out, sa, sb);
+      if (job.bits) masks::select(out, job.bits + row * job.bits_row, values, out);
     } else {
-      fft::rfft_row(*job.plan, job.src + row * values, job.C, job.scale, spectrum, kstride, sa, sb);
+      const S* in = job.src + row * values;
+      if (job.bits) masks::pack(in, values, job.bits + row * job.bits_row);
+      fft::rfft_row(*job.plan, in, job.C, job.scale, spectrum, kstride, sa, sb);
+    }
+  }
+}
+
+// Rows r0 .. r1 of `count` elements each (row r at src + r * stride) and
+// their bits (row r at bits + r * bits_row): pack writes the bits of src;
+// select writes src where the bit is set, else 0, to dst (same strides as
+// src; dst may be src).
+template <typename S>
+struct MaskJob {
+  const S* src = nullptr;
+  S* dst = nullptr;
+  int64_t stride = 0, count = 0;
+  uint8_t* bits = nullptr;
+  int64_t bits_row = 0;
+};
+
+template <bool Select, typename S>
+LF_INLINE void mask_rows_impl(const MaskJob<S>& job, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    if constexpr (Select) {
+      masks::select(job.src + r * job.stride, job.bits + r * job.bits_row, job.count, job.dst + r * job.stride);
+    } else {
+      masks::pack(job.src + r * job.stride, job.count, job.bits + r * job.bits_row);
     }
   }
 }
@@ -185,17 +232,26 @@ struct Kernels;
     impl<Inv, T, S>(job, b, e, sa, sb);                                                 \
   }
 
+#define LF_MASK_ENTRY(name, S, Select)                                   \
+  LF_MULTIVERSION void name(const MaskJob<S>& job, int64_t b, int64_t e) { \
+    mask_rows_impl<Select, S>(job, b, e);                                  \
+  }
+
 #define LF_DEFINE_KERNELS(suffix, T, S)                                        \
   LF_ENTRY(rows_forward_##suffix, rows_impl, RowJob, T, S, false)              \
   LF_ENTRY(rows_inverse_##suffix, rows_impl, RowJob, T, S, true)               \
   LF_ENTRY(columns_forward_##suffix, columns_impl, ColumnJob, T, S, false)     \
   LF_ENTRY(columns_inverse_##suffix, columns_impl, ColumnJob, T, S, true)      \
+  LF_MASK_ENTRY(pack_rows_##suffix, S, false)                                  \
+  LF_MASK_ENTRY(select_rows_##suffix, S, true)                                 \
   template <>                                                                  \
   struct Kernels<T, S> {                                                       \
     static constexpr auto rows_forward = rows_forward_##suffix;                \
     static constexpr auto rows_inverse = rows_inverse_##suffix;                \
     static constexpr auto columns_forward = columns_forward_##suffix;          \
     static constexpr auto columns_inverse = columns_inverse_##suffix;          \
+    static constexpr auto pack_rows = pack_rows_##suffix;                      \
+    static constexpr auto select_rows = select_rows_##suffix;                  \
   };
 
 LF_DEFINE_KERNELS(f32, float, float)
@@ -203,6 +259,7 @@ LF_DEFINE_KERNELS(f64, double, double)
 LF_DEFINE_KERNELS(bf16, float, c10::BFloat16)
 
 #undef LF_DEFINE_KERNELS
+#undef LF_MASK_ENTRY
 #undef LF_ENTRY
 
 // Lets the kernel back a large, not yet touched allocation with 2 MiB pages:
@@ -398,15 +455,54 @@ std::pair<at::Tensor, at::Tensor> split_order(const at::Tensor& w, const at::Ten
   return {wq, bq};
 }
 
-// x: channels-last (see run()).
+// The rows [begin, end) of a mask job on the threads, about 64 Ki elements a task.
+template <typename Kernel, typename S>
+void over_rows(Kernel kernel, const MaskJob<S>& job, int64_t begin, int64_t end) {
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, job.count));
+  at::parallel_for(begin, end, grain, [&](int64_t b, int64_t e) { kernel(job, b, e); });
+}
+
+// pack_rows / select_rows on `rows` rows of `count` elements of a contiguous
+// tensor (select: in place).
+void pack_tensor(const at::Tensor& t, int64_t rows, int64_t count, uint8_t* bits, int64_t bits_row) {
+  switch (t.scalar_type()) {
+    case at::kFloat:
+      over_rows(Kernels<float, float>::pack_rows, MaskJob<float>{t.data_ptr<float>(), nullptr, count, count, bits,
+                                                                 bits_row},
+                0, rows);
+      break;
+    case at::kDouble:
+      over_rows(Kernels<double, double>::pack_rows,
+                MaskJob<double>{t.data_ptr<double>(), nullptr, count, count, bits, bits_row}, 0, rows);
+      break;
+    case at::kBFloat16:
+      over_rows(Kernels<float, c10::BFloat16>::pack_rows,
+                MaskJob<c10::BFloat16>{t.data_ptr<c10::BFloat16>(), nullptr, count, count, bits, bits_row}, 0, rows);
+      break;
+    default:
+      TORCH_CHECK(false, "lama_fast: unsupported dtype ", args::dtype_name(t.scalar_type()));
+  }
+}
+
+template <typename T>
+void select_tensor(at::Tensor& t, int64_t rows, int64_t count, const uint8_t* bits, int64_t bits_row) {
+  T* p = t.data_ptr<T>();
+  over_rows(Kernels<T, T>::select_rows, MaskJob<T>{p, p, count, count, const_cast<uint8_t*>(bits), bits_row}, 0,
+            rows);
+}
+
+// x: channels-last (see run()). With `masks` (the op's mask layout, see
+// spectral_masks.h) the ReLU bits are written there too; the output does
+// not depend on it.
 template <typename T, typename S>
-at::Tensor run_pipeline(const args::SpectralArgs& pb) {
+at::Tensor run_pipeline(const args::SpectralArgs& pb, uint8_t* masks) {
   using K = Kernels<T, S>;
   const args::Dims& d = pb.d;
   const int64_t N = d.N, C = d.C, C2 = 2 * C, H = d.H, W = d.W, Wf = W / 2 + 1;
   const int64_t rows = N * H;
   const at::ScalarType acc_dtype = c10::CppTypeToScalarType<T>::value;
   const at::ScalarType dtype = c10::CppTypeToScalarType<S>::value;
+  const masks::MaskLayout lay = masks::mask_layout(N, C, d.Cout, H, W, pb.relu, pb.fourier_only);
 
   const auto rplan = fft::real_plan<T>(W);
   const auto cplan = fft::complex_plan<T>(H);
@@ -437,6 +533,10 @@ at::Tensor run_pipeline(const args::SpectralArgs& pb) {
     y = ws.get("y", dtype, rows * W * C).view({rows * W, C});
     const at::Tensor x2d = pb.x.permute({0, 2, 3, 1}).reshape({rows * W, d.Cin});
     fwd.src = y.data_ptr<S>();
+    if (masks) {
+      fwd.bits = masks + lay.y_offset;
+      fwd.bits_row = lay.y_row;
+    }
     for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
       const int64_t r1 = std::min(rows, r0 + chunk);
       linear_into(x2d.narrow(0, r0 * W, (r1 - r0) * W), pb.w1, pb.b1, true, y.narrow(0, r0 * W, (r1 - r0) * W));
@@ -474,6 +574,11 @@ at::Tensor run_pipeline(const args::SpectralArgs& pb) {
       in_parallel(K::columns_forward, cj, 0, count * blocks);
       at::Tensor m2d = mbuf.narrow(0, 0, count * H * C2).view({count * H, C2});
       linear_into(src2d, wq, bq, true, m2d);
+      if (masks) {
+        const MaskJob<S> zj{mbuf.data_ptr<S>(), nullptr, H * C2, H * C2, masks + lay.z_offset + g0 * lay.z_col,
+                            lay.z_col};
+        over_rows(K::pack_rows, zj, 0, count);
+      }
       cj.group = mbuf.data_ptr<S>();
       in_parallel(K::columns_inverse, cj, 0, count * blocks);
     }
@@ -496,6 +601,8 @@ at::Tensor run_pipeline(const args::SpectralArgs& pb) {
   if (pb.other.has_value()) {
     other2d = pb.other->contiguous(at::MemoryFormat::ChannelsLast).permute({0, 2, 3, 1}).reshape({rows * W, Cout});
   }
+  const MaskJob<S> oj{out.data_ptr<S>(), nullptr, W * Cout, W * Cout, masks ? masks + lay.out_offset : nullptr,
+                      lay.out_row};
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
     const int64_t r1 = std::min(rows, r0 + chunk);
     in_parallel(K::rows_inverse, inv, r0, r1);
@@ -503,17 +610,35 @@ at::Tensor run_pipeline(const args::SpectralArgs& pb) {
     const at::Tensor init = other2d.defined() ? other2d.narrow(0, p0, np) : at::Tensor();
     linear_into(y.narrow(0, p0, np), pb.w2, pb.bias, pb.relu, out2d.narrow(0, p0, np),
                 other2d.defined() ? &init : nullptr);
+    if (masks && pb.relu) over_rows(K::pack_rows, oj, r0, r1);
   }
   return out;
 }
 
-// Sizes the FFT does not plan: the same math with ATen's FFT.
-at::Tensor run_aten(const args::SpectralArgs& pb) {
+// ATen's name of `norm`, or with `swapped` of the norm whose scales are
+// norm's (s_f, s_i) swapped: the backward's rfft2 has the scale s_i and its
+// irfft2 the scale s_f (the adjoints of the forward's transforms).
+const char* norm_name(args::Norm norm, bool swapped) {
+  switch (norm) {
+    case args::Norm::Ortho:
+      return "ortho";
+    case args::Norm::Forward:
+      return swapped ? "backward" : "forward";
+    case args::Norm::Backward:
+    default:
+      return swapped ? "forward" : "backward";
+  }
+}
+
+// Sizes the FFT does not plan: the same math with ATen's FFT. Its masks have
+// the layout of spectral_masks.h with the spectrum's channels interleaved.
+at::Tensor run_aten(const args::SpectralArgs& pb, uint8_t* masks) {
   const args::Dims& d = pb.d;
   const int64_t N = d.N, C = d.C, H = d.H, W = d.W, Wf = W / 2 + 1;
   const auto dtype = pb.x.scalar_type();
   const auto fft_dtype = dtype == at::kBFloat16 ? at::kFloat : dtype;
-  const char* norm = pb.norm == args::Norm::Ortho ? "ortho" : (pb.norm == args::Norm::Forward ? "forward" : "backward");
+  const char* norm = norm_name(pb.norm, false);
+  const masks::MaskLayout lay = masks::mask_layout(N, C, d.Cout, H, W, pb.relu, pb.fourier_only);
   const at::Tensor x = pb.x.permute({0, 2, 3, 1});  // (N, H, W, Cin)
   at::Tensor y;
   if (pb.fourier_only) {
@@ -521,17 +646,222 @@ at::Tensor run_aten(const args::SpectralArgs& pb) {
   } else {
     y = at::empty({N * H * W, C}, x.options());
     linear_into(x.reshape({N * H * W, d.Cin}), pb.w1, pb.b1, true, y);
+    if (masks) pack_tensor(y, N * H, W * C, masks + lay.y_offset, lay.y_row);
     y = y.view({N, H, W, C});
   }
   const at::Tensor s = at::fft_rfft2(y.to(fft_dtype), std::nullopt, {1, 2}, norm);  // (N, H, Wf, C)
   const at::Tensor s2d = at::view_as_real(s).reshape({N * H * Wf, 2 * C}).to(dtype).contiguous();
   at::Tensor m = at::empty({N * H * Wf, 2 * C}, y.options());
   linear_into(s2d, pb.w_freq, pb.b_freq, true, m);
+  if (masks) {
+    const at::Tensor columns = m.view({N, H, Wf, 2 * C}).permute({0, 2, 1, 3}).contiguous();
+    pack_tensor(columns, N * Wf, H * 2 * C, masks + lay.z_offset, lay.z_col);
+  }
   const at::Tensor mc = at::view_as_complex(m.to(fft_dtype).view({N, H, Wf, C, 2}));
   const at::Tensor z = at::fft_irfft2(mc, c10::IntArrayRef({H, W}), {1, 2}, norm);  // (N, H, W, C)
   if (pb.fourier_only) return z.to(dtype).permute({0, 3, 1, 2}).contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor t = (y.to(fft_dtype) + z).to(dtype).contiguous().permute({0, 3, 1, 2});
-  return final_conv(t, pb.w2, pb.bias, pb.other, pb.relu);
+  at::Tensor out = final_conv(t, pb.w2, pb.bias, pb.other, pb.relu);
+  if (masks && pb.relu) pack_tensor(out, N * H, W * d.Cout, masks + lay.out_offset, lay.out_row);
+  return out;
+}
+
+// --------------------------------------------------------------------------
+// The backward
+// --------------------------------------------------------------------------
+//
+// For g, the gradient of out (N, Cout, H, W):
+//   gm = g * [out > 0] (relu) or g          -> grad_out_masked
+//   h  = gm W2                              (Cout -> Ch)
+//   q  = h + irfft2_{s_f}(W_freq^T ([Z > 0] * rfft2_{s_i}(h)))
+//   grad_x = (q * [y > 0]) W1               (Ch -> Cin)
+// (the Fourier unit alone: grad_x = irfft2_{s_f}(W_freq^T ([Z > 0] * rfft2_{s_i}(g)))).
+// rfft2 of scale s_i is the adjoint of the forward's inverse transform up to
+// a factor 2 on the columns 1 .. W - Wf, irfft2 of scale s_f that of its
+// forward transform up to 1/2 on the same columns; the frequency step
+// between them works per position, so the factors cancel. The pipeline is
+// the forward's: rows forward (h), column groups (FFT along H, the mask, the
+// GEMM by W_freq^T in the split order, inverse FFT), rows inverse (+ h, the
+// mask [y > 0], the GEMM by W1).
+
+struct BackwardArgs {
+  at::Tensor grad;  // (N, Cout, H, W) with channels-last memory
+  at::Tensor mask_tensor;  // the masks of the forward, contiguous
+  const uint8_t* masks = nullptr;
+  at::Tensor w1, w_freq, w2;  // contiguous (w1, w2 undefined for the Fourier unit alone)
+  bool relu = false;
+  bool fourier_only = false;
+  args::Norm norm = args::Norm::Ortho;
+  args::Dims d;
+};
+
+// The transpose of w_freq in the split channel order (see split_order):
+// row i of the result is column i of the split w_freq.
+template <typename S>
+at::Tensor split_weight_transposed(const at::Tensor& w, int64_t C) {
+  const int64_t C2 = 2 * C;
+  at::Tensor out = at::empty({C2, C2}, w.options());
+  const S* src = w.data_ptr<S>();
+  S* dst = out.data_ptr<S>();
+  at::parallel_for(0, C2, 64, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t col = i < C ? 2 * i : 2 * (i - C) + 1;
+      S* row = dst + i * C2;
+      for (int64_t j = 0; j < C; ++j) {
+        row[j] = src[(2 * j) * C2 + col];
+        row[C + j] = src[(2 * j + 1) * C2 + col];
+      }
+    }
+  });
+  return out;
+}
+
+// (grad_x, grad_out_masked; the latter undefined for the Fourier unit alone).
+template <typename T>
+std::pair<at::Tensor, at::Tensor> run_backward_pipeline(const BackwardArgs& b) {
+  using K = Kernels<T, T>;
+  const args::Dims& d = b.d;
+  const int64_t N = d.N, C = d.C, C2 = 2 * C, H = d.H, W = d.W, Wf = W / 2 + 1, Cout = d.Cout;
+  const int64_t rows = N * H;
+  const at::ScalarType dtype = c10::CppTypeToScalarType<T>::value;
+  const masks::MaskLayout lay = masks::mask_layout(N, C, Cout, H, W, b.relu, b.fourier_only);
+  uint8_t* bits = const_cast<uint8_t*>(b.masks);
+
+  const auto rplan = fft::real_plan<T>(W);
+  const auto cplan = fft::complex_plan<T>(H);
+  const auto scales = args::norm_scales(b.norm, H, W);
+
+  Workspace ws;
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  const int64_t scratch_len = std::max<int64_t>(W + 1, H) * C2;
+  at::Tensor scratch = ws.get("scratch", dtype, threads * 2 * scratch_len);
+  T* scratch_ptr = scratch.data_ptr<T>();
+  auto in_parallel = [&](auto kernel, const auto& job, int64_t begin, int64_t end) {
+    at::parallel_for(begin, end, 1, [&](int64_t b, int64_t e) {
+      T* s = scratch_ptr + std::min<int64_t>(at::get_thread_num(), threads - 1) * 2 * scratch_len;
+      kernel(job, b, e, s, s + scratch_len);
+    });
+  };
+  at::Tensor spec = ws.get("spec", dtype, N * Wf * H * C2);
+  T* spec_ptr = spec.data_ptr<T>();
+
+  // 1. gm, h = gm W2 and the forward transforms of the rows of h (the inverse's scale).
+  RowJob<T, T> fwd{nullptr, nullptr, spec_ptr, C, H, W, Wf, static_cast<T>(scales.second), rplan.get()};
+  at::Tensor h, gm;  // h: (N * H * W, C) row-major
+  const int64_t chunk = std::max<int64_t>(1, kChunkPositions / W);
+  if (b.fourier_only) {
+    fwd.src = b.grad.data_ptr<T>();
+    in_parallel(K::rows_forward, fwd, 0, rows);
+  } else {
+    h = ws.get("y", dtype, rows * W * C).view({rows * W, C});
+    gm = new_output(N, Cout, H, W, b.grad.options());
+    const at::Tensor g2d = b.grad.permute({0, 2, 3, 1}).view({rows * W, Cout});
+    const at::Tensor gm2d = gm.permute({0, 2, 3, 1}).view({rows * W, Cout});
+    const at::Tensor w2t = b.w2.t().contiguous();  // (Ch, Cout)
+    const MaskJob<T> gj{b.grad.data_ptr<T>(), gm.data_ptr<T>(), W * Cout, W * Cout, bits + lay.out_offset,
+                        lay.out_row};
+    fwd.src = h.data_ptr<T>();
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+      const int64_t r1 = std::min(rows, r0 + chunk);
+      const int64_t p0 = r0 * W, np = (r1 - r0) * W;
+      if (b.relu) {
+        over_rows(K::select_rows, gj, r0, r1);
+      } else {
+        gm2d.narrow(0, p0, np).copy_(g2d.narrow(0, p0, np));
+      }
+      linear_into(gm2d.narrow(0, p0, np), w2t, std::nullopt, false, h.narrow(0, p0, np));
+      in_parallel(K::rows_forward, fwd, r0, r1);
+    }
+  }
+
+  // 2. Per group of frequency columns: FFT along H, the mask [Z > 0], the GEMM by W_freq^T, inverse FFT.
+  {
+    const at::Tensor wqt = split_weight_transposed<T>(b.w_freq, C);
+    const int64_t columns = N * Wf;
+    const int64_t group = std::min(columns, std::max<int64_t>(1, kGroupPositions / H));
+    at::Tensor mbuf = ws.get("m", dtype, group * H * C2);
+    int64_t Vb = C;
+    const int64_t column_bytes = 3 * H * 2 * static_cast<int64_t>(sizeof(T));
+    if (column_bytes * C > kColumnBytes) {
+      Vb = std::max<int64_t>(16, (kColumnBytes / column_bytes) / 16 * 16);
+      Vb = std::min(Vb, C);
+    }
+    const int64_t blocks = (C + Vb - 1) / Vb;
+    for (int64_t g0 = 0; g0 < columns; g0 += group) {
+      const int64_t count = std::min(group, columns - g0);
+      ColumnJob<T, T> cj{spec_ptr, nullptr, C, H, Vb, blocks, g0, cplan.get()};
+      in_parallel(K::columns_forward, cj, 0, count * blocks);
+      T* first = spec_ptr + g0 * H * C2;
+      const MaskJob<T> zj{first, first, H * C2, H * C2, bits + lay.z_offset + g0 * lay.z_col, lay.z_col};
+      over_rows(K::select_rows, zj, 0, count);
+      at::Tensor m2d = mbuf.narrow(0, 0, count * H * C2).view({count * H, C2});
+      linear_into(spec.narrow(0, g0 * H * C2, count * H * C2).view({count * H, C2}), wqt, std::nullopt, false, m2d);
+      cj.group = mbuf.data_ptr<T>();
+      in_parallel(K::columns_inverse, cj, 0, count * blocks);
+    }
+  }
+
+  // 3. Inverse transforms of the rows (the forward's scale): q = h + ..., the mask [y > 0], the GEMM by W1.
+  RowJob<T, T> inv{nullptr, nullptr, spec_ptr, C, H, W, Wf, static_cast<T>(scales.first), rplan.get()};
+  if (b.fourier_only) {
+    at::Tensor gx = new_output(N, C, H, W, b.grad.options());
+    inv.dst = gx.data_ptr<T>();
+    in_parallel(K::rows_inverse, inv, 0, rows);
+    return {gx, at::Tensor()};
+  }
+  inv.src = h.data_ptr<T>();
+  inv.dst = h.data_ptr<T>();
+  inv.bits = bits + lay.y_offset;
+  inv.bits_row = lay.y_row;
+  const int64_t Cin = d.Cin;
+  at::Tensor gx = new_output(N, Cin, H, W, b.grad.options());
+  const at::Tensor gx2d = gx.permute({0, 2, 3, 1}).view({rows * W, Cin});
+  const at::Tensor w1t = b.w1.t().contiguous();  // (Cin, Ch)
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+    const int64_t r1 = std::min(rows, r0 + chunk);
+    in_parallel(K::rows_inverse, inv, r0, r1);
+    const int64_t p0 = r0 * W, np = (r1 - r0) * W;
+    linear_into(h.narrow(0, p0, np), w1t, std::nullopt, false, gx2d.narrow(0, p0, np));
+  }
+  return {gx, gm};
+}
+
+// The backward with ATen's FFT, for the sizes run_aten serves.
+template <typename T>
+std::pair<at::Tensor, at::Tensor> run_backward_aten(const BackwardArgs& b) {
+  const args::Dims& d = b.d;
+  const int64_t N = d.N, C = d.C, H = d.H, W = d.W, Wf = W / 2 + 1, Cout = d.Cout;
+  const char* norm = norm_name(b.norm, true);
+  const masks::MaskLayout lay = masks::mask_layout(N, C, Cout, H, W, b.relu, b.fourier_only);
+  const at::Tensor g = b.grad.permute({0, 2, 3, 1});  // (N, H, W, Cout), contiguous
+  at::Tensor h, gm;
+  if (b.fourier_only) {
+    h = g;
+  } else {
+    gm = new_output(N, Cout, H, W, b.grad.options());
+    if (b.relu) {
+      const MaskJob<T> gj{b.grad.data_ptr<T>(), gm.data_ptr<T>(), W * Cout, W * Cout,
+                          const_cast<uint8_t*>(b.masks) + lay.out_offset, lay.out_row};
+      over_rows(Kernels<T, T>::select_rows, gj, 0, N * H);
+    } else {
+      gm.copy_(b.grad);
+    }
+    h = at::mm(gm.permute({0, 2, 3, 1}).reshape({N * H * W, Cout}), b.w2).view({N, H, W, C});
+  }
+  const at::Tensor s = at::fft_rfft2(h, std::nullopt, {1, 2}, norm);  // (N, H, Wf, C)
+  // (N, Wf, H, 2C), channels interleaved: the layout of the masks [Z > 0].
+  at::Tensor columns = at::view_as_real(s).reshape({N, H, Wf, 2 * C}).permute({0, 2, 1, 3}).contiguous();
+  select_tensor<T>(columns, N * Wf, H * 2 * C, b.masks + lay.z_offset, lay.z_col);
+  const at::Tensor m = at::mm(columns.view({N * Wf * H, 2 * C}), b.w_freq);
+  const at::Tensor mc = at::view_as_complex(m.view({N, Wf, H, C, 2}).permute({0, 2, 1, 3, 4}).contiguous());
+  const at::Tensor z = at::fft_irfft2(mc, c10::IntArrayRef({H, W}), {1, 2}, norm);  // (N, H, W, C)
+  if (b.fourier_only) return {z.permute({0, 3, 1, 2}).contiguous(at::MemoryFormat::ChannelsLast), at::Tensor()};
+  at::Tensor q = (h + z).contiguous();
+  select_tensor<T>(q, N * H, W * C, b.masks + lay.y_offset, lay.y_row);
+  at::Tensor gx = new_output(N, d.Cin, H, W, b.grad.options());
+  at::Tensor gx2d = gx.permute({0, 2, 3, 1}).view({N * H * W, d.Cin});
+  at::mm_out(gx2d, q.view({N * H * W, C}), b.w1);
+  return {gx, gm};
 }
 
 // The implementation of the ops on CPU tensors (args::Entry).
@@ -544,29 +874,158 @@ struct CpuOps {
                   "torch.float32, torch.float64 or torch.bfloat16");
   }
 
-  static at::Tensor run(args::SpectralArgs pb) {
+  static bool own_fft(const args::Dims& d) {
+    return fft::fft_friendly(d.H) && fft::fft_friendly(d.W % 2 == 0 ? d.W / 2 : d.W);
+  }
+
+  // The output and, with `with_masks`, the masks of spectral_masks.h (an empty tensor without).
+  static std::pair<at::Tensor, at::Tensor> forward(args::SpectralArgs pb, bool with_masks) {
     // The op has no autograd formula; the ATen calls below see plain tensors.
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     const args::Dims& d = pb.d;
+    at::Tensor bits;
+    uint8_t* masks = nullptr;
+    if (with_masks) {
+      const masks::MaskLayout lay = masks::mask_layout(d.N, d.C, d.Cout, d.H, d.W, pb.relu, pb.fourier_only);
+      bits = at::empty({lay.total}, pb.x.options().dtype(at::kByte));
+      masks = bits.data_ptr<uint8_t>();
+    }
     if (d.N == 0) {
-      return at::empty({d.N, d.Cout, d.H, d.W}, pb.x.options().memory_format(at::MemoryFormat::ChannelsLast));
+      return {at::empty({d.N, d.Cout, d.H, d.W}, pb.x.options().memory_format(at::MemoryFormat::ChannelsLast)),
+              bits};
     }
     // (N, C, H, W) with channels-last memory; no copy when x already is.
     pb.x = pb.x.permute({0, 2, 3, 1}).contiguous().permute({0, 3, 1, 2});
-    const bool own_fft = fft::fft_friendly(d.H) && fft::fft_friendly(d.W % 2 == 0 ? d.W / 2 : d.W);
-    if (!own_fft) return run_aten(pb);
+    if (!own_fft(d)) return {run_aten(pb, masks), bits};
     switch (pb.x.scalar_type()) {
       case at::kFloat:
-        return run_pipeline<float, float>(pb);
+        return {run_pipeline<float, float>(pb, masks), bits};
       case at::kDouble:
-        return run_pipeline<double, double>(pb);
+        return {run_pipeline<double, double>(pb, masks), bits};
       case at::kBFloat16:
-        return run_pipeline<float, c10::BFloat16>(pb);
+        return {run_pipeline<float, c10::BFloat16>(pb, masks), bits};
       default:
         TORCH_CHECK(false, "lama_fast: unsupported dtype ", args::dtype_name(pb.x.scalar_type()));
     }
   }
+
+  static at::Tensor run(args::SpectralArgs pb) { return forward(std::move(pb), false).first; }
+
+  static std::pair<at::Tensor, at::Tensor> backward(BackwardArgs b) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    const args::Dims& d = b.d;
+    if (d.N == 0) {
+      const auto options = b.grad.options().memory_format(at::MemoryFormat::ChannelsLast);
+      return {at::empty({d.N, d.Cin, d.H, d.W}, options),
+              b.fourier_only ? at::Tensor() : at::empty({d.N, d.Cout, d.H, d.W}, options)};
+    }
+    const bool own = own_fft(d);
+    if (b.grad.scalar_type() == at::kDouble) {
+      return own ? run_backward_pipeline<double>(b) : run_backward_aten<double>(b);
+    }
+    return own ? run_backward_pipeline<float>(b) : run_backward_aten<float>(b);
+  }
 };
+
+// --------------------------------------------------------------------------
+// The ops with masks and their backward
+// --------------------------------------------------------------------------
+
+std::tuple<at::Tensor, at::Tensor> spectral_transform_masked(
+    const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w_freq,
+    const at::Tensor& b_freq, const at::Tensor& w2, const std::optional<at::Tensor>& bias,
+    const std::optional<at::Tensor>& other, bool relu, c10::string_view fft_norm) {
+  const char* op = "spectral_transform_masked";
+  CpuOps::check_x(op, x);
+  auto result = CpuOps::forward(
+      args::spectral_transform_args(op, x, w1, b1, w_freq, b_freq, w2, bias, other, relu, fft_norm), true);
+  return {result.first, result.second};
+}
+
+std::tuple<at::Tensor, at::Tensor> fourier_unit_masked(const at::Tensor& x, const at::Tensor& w_freq,
+                                                       const at::Tensor& b_freq, c10::string_view fft_norm) {
+  const char* op = "fourier_unit_masked";
+  CpuOps::check_x(op, x);
+  auto result = CpuOps::forward(args::fourier_unit_args(op, x, w_freq, b_freq, fft_norm), true);
+  return {result.first, result.second};
+}
+
+// A weight of the backward: on the CPU, of grad's dtype, of shape `expected` (what `meaning` says).
+void check_backward_weight(const char* op, const char* name, const at::Tensor& t, const at::Tensor& grad,
+                           c10::IntArrayRef expected, const std::string& meaning) {
+  TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor, got one on ", t.device());
+  TORCH_CHECK(t.layout() == at::kStrided, op, ": ", name, " must be a dense (strided) tensor, got layout ",
+              t.layout());
+  TORCH_CHECK(t.scalar_type() == grad.scalar_type(), op, ": ", name, " must have the dtype of grad (",
+              args::dtype_name(grad.scalar_type()), "), got ", args::dtype_name(t.scalar_type()));
+  args::check_shape(op, name, t, expected, meaning);
+}
+
+// The checked arguments of a backward op; w1 and w2 are null for the Fourier unit alone.
+BackwardArgs backward_args(const char* op, const char* forward_op, const at::Tensor& grad, const at::Tensor& masks,
+                           const at::Tensor* w1, const at::Tensor& w_freq, const at::Tensor* w2, bool relu,
+                           c10::string_view fft_norm) {
+  TORCH_CHECK(grad.device().is_cpu(), op, ": grad must be a CPU tensor, got one on ", grad.device());
+  TORCH_CHECK(grad.layout() == at::kStrided, op, ": grad must be a dense (strided) tensor, got layout ",
+              grad.layout());
+  TORCH_CHECK(grad.scalar_type() != at::kBFloat16, op, ": bfloat16 is not supported, use float32 or float64");
+  TORCH_CHECK(grad.scalar_type() == at::kFloat || grad.scalar_type() == at::kDouble, op,
+              ": grad must have dtype torch.float32 or torch.float64, got ", args::dtype_name(grad.scalar_type()));
+  TORCH_CHECK(grad.dim() == 4, op, ": grad must be a 4-D (N, C, H, W) tensor, got shape ",
+              args::shape_str(grad.sizes()));
+  TORCH_CHECK(grad.size(1) >= 1 && grad.size(2) >= 1 && grad.size(3) >= 1, op,
+              ": grad must have at least one channel, row and column, got shape ", args::shape_str(grad.sizes()));
+  BackwardArgs b;
+  b.d = args::dims_of(grad);
+  b.fourier_only = w1 == nullptr;
+  b.relu = relu && !b.fourier_only;
+  b.norm = args::parse_norm(op, fft_norm);
+  if (!b.fourier_only) {
+    TORCH_CHECK(w1->dim() == 2 && w1->size(0) >= 1 && w1->size(1) >= 1, op,
+                ": w1 must have shape [Ch, Cin] with Ch, Cin >= 1, got ", args::shape_str(w1->sizes()));
+    b.d.C = w1->size(0);
+    b.d.Cin = w1->size(1);
+    const std::string Ch = std::to_string(b.d.C);
+    check_backward_weight(op, "w1", *w1, grad, w1->sizes(), "Ch, Cin");
+    check_backward_weight(op, "w2", *w2, grad, {b.d.Cout, b.d.C},
+                          "Cout, Ch where Cout = " + std::to_string(b.d.Cout) + " channels of grad and Ch = " + Ch +
+                              " from w1");
+    check_backward_weight(op, "w_freq", w_freq, grad, {2 * b.d.C, 2 * b.d.C},
+                          "2*Ch, 2*Ch where Ch = " + Ch + " from w1");
+    b.w1 = w1->contiguous();
+    b.w2 = w2->contiguous();
+  } else {
+    check_backward_weight(op, "w_freq", w_freq, grad, {2 * b.d.C, 2 * b.d.C},
+                          "2*C, 2*C where C = " + std::to_string(b.d.C) + " channels of grad");
+  }
+  b.w_freq = w_freq.contiguous();
+  const masks::MaskLayout lay = masks::mask_layout(b.d.N, b.d.C, b.d.Cout, b.d.H, b.d.W, b.relu, b.fourier_only);
+  TORCH_CHECK(masks.device().is_cpu() && masks.scalar_type() == at::kByte && masks.dim() == 1 &&
+                  masks.numel() == lay.total,
+              op, ": masks must be the 1-D uint8 CPU tensor of ", lay.total, " bytes that ", forward_op,
+              " returns for these shapes, got a ", masks.device(), " tensor of dtype ",
+              args::dtype_name(masks.scalar_type()), " and shape ", args::shape_str(masks.sizes()));
+  b.mask_tensor = masks.contiguous();
+  b.masks = b.mask_tensor.data_ptr<uint8_t>();
+  b.grad = grad.contiguous(at::MemoryFormat::ChannelsLast);
+  return b;
+}
+
+std::tuple<at::Tensor, at::Tensor> spectral_transform_backward(const at::Tensor& grad, const at::Tensor& masks,
+                                                               const at::Tensor& w1, const at::Tensor& w_freq,
+                                                               const at::Tensor& w2, bool relu,
+                                                               c10::string_view fft_norm) {
+  auto result = CpuOps::backward(backward_args("spectral_transform_backward", "spectral_transform_masked", grad,
+                                               masks, &w1, w_freq, &w2, relu, fft_norm));
+  return {result.first, result.second};
+}
+
+at::Tensor fourier_unit_backward(const at::Tensor& grad, const at::Tensor& masks, const at::Tensor& w_freq,
+                                 c10::string_view fft_norm) {
+  return CpuOps::backward(backward_args("fourier_unit_backward", "fourier_unit_masked", grad, masks, nullptr,
+                                        w_freq, nullptr, false, fft_norm))
+      .first;
+}
 
 }  // namespace
 }  // namespace lama_fast
@@ -574,4 +1033,8 @@ struct CpuOps {
 TORCH_LIBRARY_IMPL(lama_fast, CPU, m) {
   m.impl("spectral_transform", &lama_fast::args::Entry<lama_fast::CpuOps>::spectral_transform);
   m.impl("fourier_unit", &lama_fast::args::Entry<lama_fast::CpuOps>::fourier_unit);
+  m.impl("spectral_transform_masked", &lama_fast::spectral_transform_masked);
+  m.impl("fourier_unit_masked", &lama_fast::fourier_unit_masked);
+  m.impl("spectral_transform_backward", &lama_fast::spectral_transform_backward);
+  m.impl("fourier_unit_backward", &lama_fast::fourier_unit_backward);
 }

@@ -9,6 +9,9 @@
 //   out = conv(x) + bias + other, then relu if asked. With reflect_pad = 1,
 //   x is the unpadded (N, Cin, H, W) input and its reflect padding by one
 //   pixel is read in place (no padded copy is made).
+// lama_fast::winograd_weight_transpose(packed_weight): the packed weight
+//   (36, Cout, Cin) of the convolution that gives the input gradient of the
+//   one of packed_weight (its kernels transposed and rotated by 180 degrees).
 // lama_fast::winograd_isa(): which kernels run here ("avx512", "avx2" or
 //   "generic"); LAMA_FAST_WINOGRAD_ISA=avx2|generic caps the choice.
 // (Schemas in csrc/cpu/module.cpp.)
@@ -35,6 +38,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -715,6 +719,98 @@ void run_conv(Problem& p, const Kernels& kernels) {
 // ---------------------------------------------------------------------------
 // Ops.
 
+// G, the 6x3 kernel transform of the interpolation points: row j is
+// (1, p, p^2) / prod_{l != j} (p - p_l); the last row is infinity's.
+struct KernelTransform {
+  double g[kIn][3];
+
+  KernelTransform() {
+    for (int j = 0; j < kIn - 1; ++j) {
+      double denom = 1.0;
+      for (int l = 0; l < kIn - 1; ++l) {
+        if (l != j) denom *= kPoints[j] - kPoints[l];
+      }
+      g[j][0] = 1.0 / denom;
+      g[j][1] = kPoints[j] / denom;
+      g[j][2] = kPoints[j] * kPoints[j] / denom;
+    }
+    g[kIn - 1][0] = 0.0;
+    g[kIn - 1][1] = 0.0;
+    g[kIn - 1][2] = 1.0;
+  }
+
+  // u = G k G^T (6x6, row-major, u[i * 6 + j] is position i * 6 + j) of a
+  // 3x3 kernel k (row-major).
+  void apply(const double* k, double* u) const {
+    double gk[kIn][3];  // G k
+    for (int i = 0; i < kIn; ++i) {
+      for (int c = 0; c < 3; ++c) gk[i][c] = g[i][0] * k[c] + g[i][1] * k[3 + c] + g[i][2] * k[6 + c];
+    }
+    for (int i = 0; i < kIn; ++i) {
+      for (int j = 0; j < kIn; ++j) u[i * kIn + j] = gk[i][0] * g[j][0] + gk[i][1] * g[j][1] + gk[i][2] * g[j][2];
+    }
+  }
+};
+
+// The 3x6 left inverse L of G (L G = I) that recovers k = L u L^T from a
+// transformed kernel u whose elements carry independent relative rounding
+// errors: least squares over all six rows, each row of G scaled to unit norm
+// first, so that every equation weighs by its accuracy rather than its scale.
+struct KernelRecovery {
+  double l[3][kIn];
+
+  explicit KernelRecovery(const KernelTransform& t) {
+    double gn[kIn][3];  // D G, D = diag(1 / |row|)
+    double scale[kIn];
+    for (int i = 0; i < kIn; ++i) {
+      scale[i] = 1.0 / std::sqrt(t.g[i][0] * t.g[i][0] + t.g[i][1] * t.g[i][1] + t.g[i][2] * t.g[i][2]);
+      for (int c = 0; c < 3; ++c) gn[i][c] = t.g[i][c] * scale[i];
+    }
+    double a[3][3];  // (D G)^T (D G)
+    for (int r = 0; r < 3; ++r) {
+      for (int c = 0; c < 3; ++c) {
+        a[r][c] = 0.0;
+        for (int i = 0; i < kIn; ++i) a[r][c] += gn[i][r] * gn[i][c];
+      }
+    }
+    // Its inverse by cofactors (symmetric positive definite, well conditioned).
+    double inv[3][3];
+    for (int r = 0; r < 3; ++r) {
+      for (int c = 0; c < 3; ++c) {
+        const int r1 = (c + 1) % 3, r2 = (c + 2) % 3, c1 = (r + 1) % 3, c2 = (r + 2) % 3;
+        inv[r][c] = a[r1][c1] * a[r2][c2] - a[r1][c2] * a[r2][c1];
+      }
+    }
+    const double det = a[0][0] * inv[0][0] + a[0][1] * inv[1][0] + a[0][2] * inv[2][0];
+    for (int r = 0; r < 3; ++r) {
+      for (int i = 0; i < kIn; ++i) {
+        double sum = 0.0;
+        for (int c = 0; c < 3; ++c) sum += inv[r][c] * gn[i][c];
+        l[r][i] = sum / det * scale[i];  // ((D G)^T D G)^-1 (D G)^T D
+      }
+    }
+  }
+
+  // k = L u L^T (3x3, row-major) of a 6x6 transformed kernel u (row-major).
+  void apply(const double* u, double* k) const {
+    double lu[3][kIn];  // L u
+    for (int r = 0; r < 3; ++r) {
+      for (int j = 0; j < kIn; ++j) {
+        double sum = 0.0;
+        for (int i = 0; i < kIn; ++i) sum += l[r][i] * u[i * kIn + j];
+        lu[r][j] = sum;
+      }
+    }
+    for (int r = 0; r < 3; ++r) {
+      for (int c = 0; c < 3; ++c) {
+        double sum = 0.0;
+        for (int j = 0; j < kIn; ++j) sum += lu[r][j] * l[c][j];
+        k[r * 3 + c] = sum;
+      }
+    }
+  }
+};
+
 at::Tensor winograd_weight(const at::Tensor& weight) {
   TORCH_CHECK(weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3,
               "winograd_weight: expected a weight of shape (Cout, Cin, 3, 3), got ", weight.sizes());
@@ -723,21 +819,7 @@ at::Tensor winograd_weight(const at::Tensor& weight) {
   const int64_t cout = weight.size(0);
   const int64_t cin = weight.size(1);
   TORCH_CHECK(cout > 0 && cin > 0, "winograd_weight: expected a non-empty weight, got ", weight.sizes());
-  // G for the interpolation points: row j = (1, p, p^2) / prod_{l != j} (p - p_l); the last row is infinity's.
-  double g[kIn][3];
-  for (int j = 0; j < kIn - 1; ++j) {
-    double denom = 1.0;
-    for (int l = 0; l < kIn - 1; ++l) {
-      if (l != j) denom *= kPoints[j] - kPoints[l];
-    }
-    g[j][0] = 1.0 / denom;
-    g[j][1] = kPoints[j] / denom;
-    g[j][2] = kPoints[j] * kPoints[j] / denom;
-  }
-  g[kIn - 1][0] = 0.0;
-  g[kIn - 1][1] = 0.0;
-  g[kIn - 1][2] = 1.0;
-
+  const KernelTransform transform;
   const at::Tensor w = weight.to(at::kDouble).contiguous();
   at::Tensor packed = at::empty({kPos, cin, cout}, weight.options());
   const double* src = w.data_ptr<double>();
@@ -745,21 +827,49 @@ at::Tensor winograd_weight(const at::Tensor& weight) {
   at::parallel_for(0, cout, 16, [&](int64_t begin, int64_t end) {
     for (int64_t co = begin; co < end; ++co) {
       for (int64_t ci = 0; ci < cin; ++ci) {
-        const double* k3 = src + (co * cin + ci) * 9;
-        double gk[kIn][3];  // G k3
-        for (int i = 0; i < kIn; ++i) {
-          for (int c = 0; c < 3; ++c) gk[i][c] = g[i][0] * k3[c] + g[i][1] * k3[3 + c] + g[i][2] * k3[6 + c];
-        }
-        for (int i = 0; i < kIn; ++i) {
-          for (int j = 0; j < kIn; ++j) {
-            const double value = gk[i][0] * g[j][0] + gk[i][1] * g[j][1] + gk[i][2] * g[j][2];
-            dst[packed_offset(i * kIn + j, ci, co, cin, cout)] = static_cast<float>(value);
-          }
-        }
+        double u[kPos];
+        transform.apply(src + (co * cin + ci) * 9, u);
+        for (int pos = 0; pos < kPos; ++pos) dst[packed_offset(pos, ci, co, cin, cout)] = static_cast<float>(u[pos]);
       }
     }
   });
   return packed;
+}
+
+// The packed weight of the convolution that gives a convolution's input
+// gradient: for packed = winograd_weight(w), winograd_weight(w') with
+// w'[ci][co] = w[co][ci] rotated by 180 degrees, shape (36, Cout, Cin). The
+// kernels w are recovered from the packed weight in double precision.
+at::Tensor winograd_weight_transpose(const at::Tensor& packed) {
+  TORCH_CHECK(packed.dim() == 3 && packed.size(0) == kPos,
+              "winograd_weight_transpose: expected a packed weight of shape (36, Cin, Cout) from winograd_weight, "
+              "got ", packed.sizes());
+  TORCH_CHECK(packed.scalar_type() == at::kFloat,
+              "winograd_weight_transpose: expected a float32 packed weight, got ", packed.scalar_type());
+  TORCH_CHECK(packed.is_contiguous(), "winograd_weight_transpose: the packed weight must be contiguous");
+  const int64_t cin = packed.size(1);
+  const int64_t cout = packed.size(2);
+  TORCH_CHECK(cout > 0 && cin > 0, "winograd_weight_transpose: expected a non-empty packed weight, got ",
+              packed.sizes());
+  const KernelTransform transform;
+  const KernelRecovery recovery(transform);
+  at::Tensor result = at::empty({kPos, cout, cin}, packed.options());
+  const float* src = packed.data_ptr<float>();
+  float* dst = result.data_ptr<float>();
+  // The transposed convolution has cout input and cin output channels.
+  at::parallel_for(0, cin, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t ci = begin; ci < end; ++ci) {
+      for (int64_t co = 0; co < cout; ++co) {
+        double u[kPos], k[9], rotated[9];
+        for (int pos = 0; pos < kPos; ++pos) u[pos] = src[packed_offset(pos, ci, co, cin, cout)];
+        recovery.apply(u, k);
+        for (int e = 0; e < 9; ++e) rotated[e] = k[8 - e];
+        transform.apply(rotated, u);
+        for (int pos = 0; pos < kPos; ++pos) dst[packed_offset(pos, co, ci, cout, cin)] = static_cast<float>(u[pos]);
+      }
+    }
+  });
+  return result;
 }
 
 at::Tensor conv3x3_winograd(const at::Tensor& x, const at::Tensor& packed_weight, const std::optional<at::Tensor>& bias,
@@ -839,6 +949,7 @@ std::string winograd_isa() { return select_kernels().name; }
 TORCH_LIBRARY_IMPL(lama_fast, CPU, m) {
   m.impl("winograd_weight", &winograd_weight);
   m.impl("conv3x3_winograd", &conv3x3_winograd);
+  m.impl("winograd_weight_transpose", &winograd_weight_transpose);
 }
 
 // No tensor arguments to dispatch on: one kernel for every backend.

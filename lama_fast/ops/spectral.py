@@ -7,6 +7,13 @@ already folded in, accept NCHW or channels_last input, and return
 channels_last output. Their fake kernels below give meta tensors and
 ``torch.compile`` the output's shape, dtype and memory format; their float64
 references are in ``lama_fast.ops.reference``.
+
+Gradients (CPU, float32 and float64): when grad mode is on and x (or bias,
+other) requires grad, the wrappers run ``spectral_transform_masked`` /
+``fourier_unit_masked`` instead, which also return the ReLU masks (one bit
+per element) that ``spectral_transform_backward`` / ``fourier_unit_backward``
+need; their autograd formulas, registered below, give gradients for x, bias
+and other. The weights are constants: asking for their gradients is an error.
 """
 
 from __future__ import annotations
@@ -37,19 +44,50 @@ def _require_extension() -> None:
         raise RuntimeError(f"the compiled op is unavailable: {_UNAVAILABLE}")
 
 
+def _needs_grad(op: str, x: torch.Tensor, *tensors: Optional[torch.Tensor]) -> bool:
+    """Whether the op must record its backward: grad mode is on and x or one of ``tensors`` requires grad."""
+    if not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in (x, *tensors)):
+        return False
+    if x.device.type != "cpu":
+        raise RuntimeError(f"{op}: the backward runs on the CPU only, got x on {x.device}; "
+                           "run under torch.no_grad() or move the tensors to the CPU")
+    return True
+
+
 def spectral_transform(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w_freq: torch.Tensor,
                        b_freq: torch.Tensor, w2: torch.Tensor, bias: Optional[torch.Tensor] = None,
                        other: Optional[torch.Tensor] = None, relu: bool = False,
                        fft_norm: str = "ortho") -> torch.Tensor:
     """conv1x1(y + FourierUnit(y), w2) + bias + other (ReLU if relu), y = relu(conv1x1(x, w1) + b1); channels_last."""
     _require_extension()
+    if _needs_grad("spectral_transform", x, bias, other):
+        out, _ = torch.ops.lama_fast.spectral_transform_masked.default(x, w1, b1, w_freq, b_freq, w2, bias, other,
+                                                                       relu, fft_norm)
+        return out
     return torch.ops.lama_fast.spectral_transform.default(x, w1, b1, w_freq, b_freq, w2, bias, other, relu, fft_norm)
 
 
 def fourier_unit(x: torch.Tensor, w_freq: torch.Tensor, b_freq: torch.Tensor, fft_norm: str = "ortho") -> torch.Tensor:
     """irfft2(relu(conv1x1(rfft2(x) as interleaved (re, im) channels, w_freq) + b_freq)); channels_last."""
     _require_extension()
+    if _needs_grad("fourier_unit", x):
+        out, _ = torch.ops.lama_fast.fourier_unit_masked.default(x, w_freq, b_freq, fft_norm)
+        return out
     return torch.ops.lama_fast.fourier_unit.default(x, w_freq, b_freq, fft_norm)
+
+
+def mask_bytes(n: int, channels: int, cout: int, height: int, width: int, relu: bool, fourier_only: bool) -> int:
+    """The size in bytes of the masks of ``spectral_transform_masked`` (``fourier_only``: ``fourier_unit_masked``)
+    for x (n, Cin, height, width), Ch = ``channels``, Cout = ``cout``: whole bytes per row of the ReLU bits
+    [y > 0] (n * height rows of width * Ch), [Z > 0] (n * (width // 2 + 1) columns of height * 2 * Ch) and,
+    with ``relu``, [out > 0] (n * height rows of width * Cout); see ``csrc/cpu/spectral_masks.h``."""
+    z = n * (width // 2 + 1) * ((height * 2 * channels + 7) // 8)
+    if fourier_only:
+        return z
+    rows = n * height
+    y = rows * ((width * channels + 7) // 8)
+    out = rows * ((width * cout + 7) // 8) if relu else 0
+    return y + z + out
 
 
 def _check_fake_inputs(op: str, x: torch.Tensor, tensors: dict, fft_norm: str) -> None:
@@ -115,3 +153,66 @@ if not _UNAVAILABLE:
             lambda: f"{op}: w_freq must be (2*C, 2*C) with C = {c}, got {list(w_freq.shape)}",
         )
         return channels_last_output(x, c)
+
+    @torch.library.register_fake("lama_fast::spectral_transform_masked")
+    def _spectral_transform_masked_fake(x, w1, b1, w_freq, b_freq, w2, bias, other, relu, fft_norm):
+        out = _spectral_transform_fake(x, w1, b1, w_freq, b_freq, w2, bias, other, relu, fft_norm)
+        n, _, h, w = x.shape
+        size = mask_bytes(n, w1.shape[0], w2.shape[0], h, w, relu, False)
+        return out, torch.empty((size,), dtype=torch.uint8, device=x.device)
+
+    @torch.library.register_fake("lama_fast::fourier_unit_masked")
+    def _fourier_unit_masked_fake(x, w_freq, b_freq, fft_norm):
+        out = _fourier_unit_fake(x, w_freq, b_freq, fft_norm)
+        n, c, h, w = x.shape
+        return out, torch.empty((mask_bytes(n, c, c, h, w, False, True),), dtype=torch.uint8, device=x.device)
+
+    @torch.library.register_fake("lama_fast::spectral_transform_backward")
+    def _spectral_transform_backward_fake(grad, masks, w1, w_freq, w2, relu, fft_norm):
+        torch._check(grad.dim() == 4, lambda: f"spectral_transform_backward: grad must be a 4-D (N, C, H, W) "
+                                              f"tensor, got shape {list(grad.shape)}")
+        return channels_last_output(grad, w1.shape[1]), channels_last_output(grad, grad.shape[1])
+
+    @torch.library.register_fake("lama_fast::fourier_unit_backward")
+    def _fourier_unit_backward_fake(grad, masks, w_freq, fft_norm):
+        torch._check(grad.dim() == 4, lambda: f"fourier_unit_backward: grad must be a 4-D (N, C, H, W) "
+                                              f"tensor, got shape {list(grad.shape)}")
+        return channels_last_output(grad, grad.shape[1])
+
+    def _no_weight_grads(op: str, allowed: str, *weights: torch.Tensor) -> None:
+        """Refuse, in one line, weights that require grad: the backward gives no gradients for them."""
+        for t in weights:
+            if t.requires_grad:
+                raise RuntimeError(f"{op}: gradients with respect to the weights are not supported; {allowed}")
+
+    def _spectral_transform_setup(ctx, inputs, output):
+        x, w1, b1, w_freq, b_freq, w2, bias, other, relu, fft_norm = inputs
+        _no_weight_grads("spectral_transform", "only x, bias and other get gradients", w1, b1, w_freq, b_freq, w2)
+        ctx.save_for_backward(output[1], w1, w_freq, w2)
+        ctx.relu, ctx.fft_norm = relu, fft_norm
+
+    def _spectral_transform_backward(ctx, grad_out, _grad_masks):
+        masks, w1, w_freq, w2 = ctx.saved_tensors
+        grad_x, grad_masked = torch.ops.lama_fast.spectral_transform_backward.default(
+            grad_out, masks, w1, w_freq, w2, ctx.relu, ctx.fft_norm)
+        need = ctx.needs_input_grad
+        grad_bias = grad_masked.sum(dim=(0, 2, 3)) if need[6] else None
+        grad_other = grad_masked if need[7] else None
+        return grad_x if need[0] else None, None, None, None, None, None, grad_bias, grad_other, None, None
+
+    torch.library.register_autograd("lama_fast::spectral_transform_masked", _spectral_transform_backward,
+                                    setup_context=_spectral_transform_setup)
+
+    def _fourier_unit_setup(ctx, inputs, output):
+        x, w_freq, b_freq, fft_norm = inputs
+        _no_weight_grads("fourier_unit", "only x gets gradients", w_freq, b_freq)
+        ctx.save_for_backward(output[1], w_freq)
+        ctx.fft_norm = fft_norm
+
+    def _fourier_unit_backward(ctx, grad_out, _grad_masks):
+        masks, w_freq = ctx.saved_tensors
+        grad_x = torch.ops.lama_fast.fourier_unit_backward.default(grad_out, masks, w_freq, ctx.fft_norm)
+        return grad_x, None, None, None
+
+    torch.library.register_autograd("lama_fast::fourier_unit_masked", _fourier_unit_backward,
+                                    setup_context=_fourier_unit_setup)
