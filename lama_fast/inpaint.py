@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import hd, memory
 from .images import prepare_image, prepare_mask
+from .refine import RefineSettings, check_backend, check_sizes, plan_sizes, refine_model, refine_tensors, resize_input
 
 PAD_MODULO = 8
 
@@ -280,6 +282,91 @@ class Inpainter:
                 result = self._run(self._as_float(rgb[:, rows, cols])[None], region_hole[None, None])[0]
                 self._paste(out, result.to(rgb.device), hole_here, box)
         return prepared.restore(out, hole)
+
+    def refine(
+        self,
+        image: Any,
+        mask: Any,
+        *,
+        n_iters: int = 15,
+        lr: float = 0.002,
+        min_side: int = 512,
+        max_scales: int = 3,
+        px_budget: int = 1_800_000,
+        modulo: int = 8,
+        full_size: bool = False,
+        mask_threshold: float = 0,
+        progress: Optional[Callable[[int, int, int, int, Optional[float]], None]] = None,
+    ) -> Any:
+        """Inpaint one image with the original LaMa's refinement (``predict.py refine=True``).
+
+        Takes and returns what ``__call__`` does (numpy, PIL or torch; uint8 or float; pixels outside
+        the hole are the input's, bit for bit).  A pyramid of up to ``max_scales`` scales, the short
+        side halved down to about ``min_side`` / sqrt(2); at each scale after the first, ``n_iters``
+        forwards of the generator's rear with Adam (learning rate ``lr``) on its features between
+        them, so that the prediction matches the known pixels and, scaled down, the scale below.
+        Each scale is padded (torch ``reflect``) to a multiple of ``modulo``.  uint8 hole pixels are
+        the result x 255, clipped and truncated, as the original writes them.  The defaults are the
+        released ones; ``lama_fast.refine`` holds the pieces, ``progress`` is called after each
+        forward (see ``refine_tensors``).  Runs on the reference and cpu backends; no
+        high-resolution strategy or memory guard applies.
+
+        An image of more than ``px_budget`` pixels is refined at int(h r) x int(w r) with
+        r = sqrt(px_budget / (h w)), as the original does.  By default the result then comes back at
+        that size with a RuntimeWarning: every pixel, alpha included, is the input resized
+        bilinearly (uint8 truncated), except the hole pixels, which are refined.
+        ``full_size=True`` scales the refined result back up (bilinear) and pastes its hole pixels
+        into the input at the input's size instead."""
+        settings = RefineSettings(n_iters=n_iters, lr=lr, min_side=min_side, max_scales=max_scales,
+                                  px_budget=px_budget, modulo=modulo)
+        if not isinstance(full_size, bool):
+            raise TypeError(f"full_size must be True or False, got {full_size!r}")
+        if progress is not None and not callable(progress):
+            raise TypeError(f"progress must be callable, got {type(progress).__name__}")
+        check_backend(self.backend)
+        prepared = prepare_image(image)
+        hole = prepare_mask(mask, prepared.size, mask_threshold)
+        self._check_size(*prepared.size, "image is")
+        if not bool(hole.any()):
+            return prepared.restore(prepared.rgb, hole)
+        height, width = prepared.size
+        downsamplings = self._downsamplings()
+        if settings.modulo % 2 ** downsamplings:
+            raise ValueError(f"modulo must be a multiple of {2 ** downsamplings} for this model (it halves its "
+                             f"input {downsamplings} times), got {settings.modulo}")
+        check_sizes(height, width, settings)
+        resized, sizes = plan_sizes(height, width, settings)
+        small_h, small_w = sizes[0]  # the lowest resolution
+        if min(small_h, small_w) < self.min_side:
+            raise ValueError(f"refine's smallest scale would be {small_w}x{small_h} pixels; this model needs at "
+                             f"least {self.min_side} pixels on each side: raise min_side or px_budget")
+        rgb = prepared.rgb
+        model = refine_model(self.generator, self.backend)
+        # In the refinement's own dtype (uint8 divided by 255 there, as the original).
+        image_float = rgb.to(model.device, model.dtype)
+        if rgb.dtype == torch.uint8:
+            image_float = image_float / 255
+        result = refine_tensors(model, image_float[None], hole.to(model.device, model.dtype)[None, None], settings,
+                                progress)
+        if not torch.isfinite(result.output).all():
+            raise RuntimeError("the refinement produced NaN or infinite values")
+        if resized is None or full_size:
+            output = result.output
+            if resized is not None:
+                output = F.interpolate(output, size=prepared.size, mode="bilinear", align_corners=False).clamp_(0, 1)
+            out = rgb.clone()
+            self._paste(out, output[0].to(rgb.device), hole.to(rgb.device), hd.Box(0, 0, height, width))
+            return prepared.restore(out, hole)
+        small_height, small_width = resized
+        warnings.warn(f"refine: the image is {width}x{height} pixels, more than px_budget={settings.px_budget}; "
+                      f"it was refined and is returned at {small_width}x{small_height} (full_size=True pastes "
+                      f"the refined hole back at the input's size)", RuntimeWarning, stacklevel=2)
+        small = prepare_image(resize_input(image, resized, model.dtype, model.device))
+        small_hole = result.hole.cpu()
+        out = small.rgb.clone()
+        self._paste(out, result.output[0].to(out.device), small_hole.to(out.device),
+                    hd.Box(0, 0, small_height, small_width))
+        return small.restore(out, small_hole)
 
     def _as_float(self, rgb: torch.Tensor) -> torch.Tensor:
         """An image in [0, 1] in the model's float dtype (uint8 divided by 255 there, as the original)."""

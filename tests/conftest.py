@@ -32,6 +32,12 @@ def golden_case(golden_dir):
     return load
 
 
+@pytest.fixture(scope="session")
+def refine_case(golden_dir):
+    """The golden refinement case (the original refine_predict in float64)."""
+    return torch.load(golden_dir / "refine" / "refine_case.pt", weights_only=True)
+
+
 @pytest.fixture
 def ieee_float32():
     """float32 convolutions and matmuls without TF32 on a GPU (cuDNN, cuBLAS), restored afterwards."""

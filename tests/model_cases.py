@@ -36,10 +36,15 @@ def randomise(module: nn.Module, seed: int) -> nn.Module:
 
 def golden_generator(golden_dir, dtype):
     """The tiny golden checkpoint's generator (reference model) in ``dtype``, eval mode."""
-    ckpt = torch.load(golden_dir / "tiny" / "checkpoint.ckpt", weights_only=True)
-    generator = build_generator(ckpt["generator_config"])
+    return saved_generator(torch.load(golden_dir / "tiny" / "checkpoint.ckpt", weights_only=True), dtype)
+
+
+def saved_generator(saved, dtype):
+    """The generator of a golden file (its ``generator_config``, weights stored float32 under ``generator.``)
+    in ``dtype``, eval mode."""
+    generator = build_generator(saved["generator_config"])
     prefix = "generator."
-    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    state = {k[len(prefix):]: v for k, v in saved["state_dict"].items() if k.startswith(prefix)}
     generator.load_state_dict(state, strict=True)
     return generator.to(dtype).eval()
 
