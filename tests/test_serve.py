@@ -249,7 +249,9 @@ def test_native_keeps_the_colour_profile_and_resolution(server):
     ({"hd_strategy": "zoom"}, None, 400, "hd_strategy must be one of original, crop, resize, got 'zoom'"),
     ({"crop_margin": "wide"}, None, 400, "crop_margin must be an integer, got 'wide'"),
     ({"colour": "red"}, None, 400, "unknown field 'colour'; the fields are hd_strategy, crop_margin, "
-                                   "crop_trigger_size, resize_limit, mask_threshold, format"),
+                                   "crop_trigger_size, resize_limit, mask_threshold, format, refine, refine_n_iters, "
+                                   "refine_lr, refine_min_side, refine_max_scales, refine_px_budget, refine_modulo, "
+                                   "refine_full_size"),
     ({"format": "gif"}, None, 400, "format must be one of same, png, jpeg, jpg, webp, got 'gif'"),
     ({}, {"image": ("a.png", b"", "image/png")}, 422, "the form needs the files 'image' and 'mask' "
                                                       "(multipart/form-data); missing: mask"),
@@ -532,3 +534,205 @@ def test_healthz_is_ready_only_once_the_model_is_loaded(direct):
         release.set()
         server.should_exit = True
         thread.join(30)
+
+
+# --- refinement ---------------------------------------------------------------------------------------
+
+REFINE_BUDGET = 5000  # pixels: 80x60 is refined as it is, 96x72 resized to 81x61 first
+
+
+@pytest.fixture(scope="module")
+def refining(checkpoint):
+    running = start_server("--checkpoint", checkpoint, "--refine-px-budget", str(REFINE_BUDGET), "--max-queue", "2")
+    yield running
+    running.stop()
+
+
+def refined(direct, image, mask, **options):
+    """``Inpainter.refine``'s pixels and the warnings it gave."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = direct.refine(image, mask, **options)
+    return pixels(result), [str(w.message) for w in caught]
+
+
+def test_native_refine_answers_inpainter_refine(refining, direct):
+    image, mask = photo(80, 60, seed=20), hole(80, 60, value=90)
+    answer = native_inpaint(refining, encoded(image), encoded(mask), refine="true", refine_n_iters=3,
+                            refine_min_side=32, mask_threshold=50)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "image/png" and "x-inpaint-notes" not in answer.headers
+    want, notes = refined(direct, image, mask, n_iters=3, min_side=32, px_budget=REFINE_BUDGET, full_size=True,
+                          mask_threshold=50)
+    assert notes == []
+    got = pixels(decoded(answer.content))
+    assert np.array_equal(got, want)
+    assert not np.array_equal(got, pixels(direct(image, mask, hd_strategy="original", mask_threshold=50)))
+    known = pixels(mask) <= 50
+    assert np.array_equal(got[known], pixels(image)[known])
+
+
+def test_native_refine_over_the_budget_is_resized_and_answered_at_full_size(refining, direct):
+    image, mask = photo(96, 72, seed=21), hole(96, 72)
+    fields = {"refine": "on", "refine_n_iters": 2, "refine_min_side": 32, "refine_lr": 0.01}
+    full = native_inpaint(refining, encoded(image), encoded(mask), **fields)
+    assert full.status_code == 200, full.text
+    want, notes = refined(direct, image, mask, n_iters=2, min_side=32, lr=0.01, px_budget=REFINE_BUDGET,
+                          full_size=True)
+    assert notes == [] and "x-inpaint-notes" not in full.headers
+    got = decoded(full.content)
+    assert got.size == (96, 72) and np.array_equal(pixels(got), want)
+    small = native_inpaint(refining, encoded(image), encoded(mask), refine_full_size="false", **fields)
+    want, notes = refined(direct, image, mask, n_iters=2, min_side=32, lr=0.01, px_budget=REFINE_BUDGET)
+    assert len(notes) == 1 and small.headers["x-inpaint-notes"] == notes[0]
+    got = decoded(small.content)
+    assert got.size == (81, 61) and np.array_equal(pixels(got), want)
+    # A smaller budget than the server's is the request's to choose (one scale: no optimisation, quick).
+    smaller = native_inpaint(refining, encoded(image), encoded(mask), refine_px_budget=3000, refine="true",
+                             refine_max_scales=1)
+    want, _ = refined(direct, image, mask, max_scales=1, px_budget=3000, full_size=True)
+    assert np.array_equal(pixels(decoded(smaller.content)), want)
+
+
+@pytest.mark.parametrize("refine_size", [(80, 60), (96, 72)])
+def test_iopaint_refine_answers_inpainter_refine_at_the_servers_settings(refining, direct, refine_size):
+    image, mask = photo(*refine_size, seed=22), hole(*refine_size)
+    answer = iopaint_inpaint(refining, encoded(image), encoded(mask), refine=True, hd_strategy="Original",
+                             sd_seed=3)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["x-seed"] == "3"
+    want, notes = refined(direct, image, mask, px_budget=REFINE_BUDGET, full_size=True, mask_threshold=127)
+    got = decoded(answer.content)
+    assert got.size == refine_size and np.array_equal(pixels(got), want)
+    assert answer.headers.get("x-inpaint-notes") == (notes[0] if notes else None)
+    assert pixels(got)[2, 2].tolist() == pixels(image)[2, 2].tolist()  # 100 <= 127: not a hole
+    plain = iopaint_inpaint(refining, encoded(image), encoded(mask), refine=False, hd_strategy="Original")
+    assert np.array_equal(pixels(decoded(plain.content)),
+                          pixels(direct(image, mask, hd_strategy="original", mask_threshold=127)))
+
+
+def test_refine_and_inpaint_requests_share_the_queue(refining, direct):
+    cases = [(photo(80, 60, seed=30 + i), hole(80, 60, box=(5 + 8 * i, 10, 35 + 8 * i, 40))) for i in range(2)]
+    fields = [{"refine": "true", "refine_n_iters": 2, "refine_min_side": 32}, {"hd_strategy": "original"}]
+    wanted = [refined(direct, *cases[0], n_iters=2, min_side=32, px_budget=REFINE_BUDGET, full_size=True)[0],
+              pixels(direct(*cases[1], hd_strategy="original"))]
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda i: native_inpaint(refining, *map(encoded, cases[i]), **fields[i]), range(2)))
+    for i, answer in enumerate(answers):
+        assert answer.status_code == 200, answer.text
+        assert np.array_equal(pixels(decoded(answer.content)), wanted[i]), f"request {i} got another image"
+
+
+@pytest.mark.parametrize("fields, detail", [
+    ({"refine": "maybe"}, "refine must be true or false, got 'maybe'"),
+    ({"refine_n_iters": "3"}, "refine_n_iters goes with refine=true"),
+    ({"refine": "false", "refine_full_size": "true"}, "refine_full_size goes with refine=true"),
+    ({"refine": "true", "hd_strategy": "crop"}, "hd_strategy does not go with refine=true: refinement runs on the "
+                                                "whole image resized to refine_px_budget pixels"),
+    ({"refine": "true", "resize_limit": "64"}, "resize_limit does not go with refine=true: refinement runs on the "
+                                               "whole image resized to refine_px_budget pixels"),
+    ({"refine": "true", "refine_n_iters": "0"}, "refine_n_iters must be an integer >= 1, got 0"),
+    ({"refine": "true", "refine_n_iters": "many"}, "refine_n_iters must be an integer, got 'many'"),
+    ({"refine": "true", "refine_lr": "-1"}, "refine_lr must be a finite number > 0, got -1.0"),
+    ({"refine": "true", "refine_lr": "fast"}, "refine_lr must be a number, got 'fast'"),
+    ({"refine": "true", "refine_modulo": "0"}, "refine_modulo must be an integer >= 1, got 0"),
+    ({"refine": "true", "refine_full_size": "2"}, "refine_full_size must be true or false, got '2'"),
+    ({"refine": "true", "refine_px_budget": str(REFINE_BUDGET + 1)},
+     f"refine_px_budget must be at most this server's {REFINE_BUDGET} pixels (lama-fast serve --refine-px-budget), "
+     f"got {REFINE_BUDGET + 1}"),
+    ({"refine": "true", "mask_threshold": "-1"}, "mask_threshold must lie in [0, 65535), got -1"),
+])
+def test_native_refine_bad_fields_get_a_message(refining, fields, detail):
+    files = {"image": ("a.png", encoded(photo(64, 64)), "image/png"), "mask": ("m.png", encoded(hole(64, 64)), "i")}
+    answer = httpx.post(f"{refining.url}/v1/inpaint", files=files, data=fields, timeout=60)
+    assert (answer.status_code, answer.json()) == (400, {"detail": detail})
+
+
+def test_native_refine_errors_of_the_model_are_the_libraries_with_the_field_named(refining, direct):
+    image, mask = photo(64, 64), hole(64, 64)
+    for modulo in (128, 12):  # too large to pad a 64x64 image to; not a multiple of 8, which the model needs
+        with pytest.raises(ValueError) as raised:
+            direct.refine(image, mask, modulo=modulo, px_budget=REFINE_BUDGET, full_size=True)
+        message = str(raised.value)
+        answer = native_inpaint(refining, encoded(image), encoded(mask), refine="yes", refine_modulo=modulo)
+        assert answer.status_code == 400
+        assert answer.json() == {"detail": f"refine_{message}" if message.startswith("modulo ") else message}
+    assert answer.json()["detail"].startswith("refine_modulo must be a multiple of 8")
+
+
+def test_iopaint_refine_must_be_a_boolean(refining):
+    payload = {"image": b64(encoded(photo(32, 32))), "mask": b64(encoded(hole(32, 32))), "refine": "sometimes"}
+    answer = httpx.post(f"{refining.url}/api/v1/inpaint", json=payload)
+    assert (answer.status_code, answer.json()) == (422, {"detail": "refine: Input should be a valid boolean, unable "
+                                                                   "to interpret input"})
+
+
+def test_config_and_openapi_describe_refinement(refining, server):
+    config = httpx.get(f"{refining.url}/v1/config").json()
+    assert {key: config[key] for key in config if key.startswith("refine")} == {
+        "refine": True, "refine_n_iters": 15, "refine_lr": 0.002, "refine_min_side": 512, "refine_max_scales": 3,
+        "refine_px_budget": REFINE_BUDGET, "refine_modulo": 8}
+    from lama_fast.refine import RefineSettings
+    from lama_fast.serve.settings import DEFAULT_REFINE_PX_BUDGET
+
+    assert DEFAULT_REFINE_PX_BUDGET == RefineSettings().px_budget
+    assert httpx.get(f"{server.url}/v1/config").json()["refine_px_budget"] == DEFAULT_REFINE_PX_BUDGET
+    paths = httpx.get(f"{refining.url}/openapi.json").json()["paths"]
+    native = paths["/v1/inpaint"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    assert {"refine", "refine_n_iters", "refine_lr", "refine_min_side", "refine_max_scales", "refine_px_budget",
+            "refine_modulo", "refine_full_size"} <= set(native)
+    iopaint = paths["/api/v1/inpaint"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert iopaint["refine"]["type"] == "boolean" and iopaint["refine"]["default"] is False
+    assert "not an IOPaint field" in iopaint["refine"]["description"]
+
+
+def test_no_refine_refuses_refinement_and_still_inpaints(checkpoint, direct):
+    running = start_server("--checkpoint", checkpoint, "--no-refine")
+    refused = {"detail": "refinement is turned off on this server (lama-fast serve --no-refine)"}
+    try:
+        image, mask = photo(64, 48, seed=23), hole(64, 48)
+        native = native_inpaint(running, encoded(image), encoded(mask), refine="true")
+        assert (native.status_code, native.json()) == (403, refused)
+        assert native_inpaint(running, encoded(image), encoded(mask), refine="false").status_code == 200
+        iop = iopaint_inpaint(running, encoded(image), encoded(mask), refine=True)
+        assert (iop.status_code, iop.json()) == (403, refused)
+        plain = iopaint_inpaint(running, encoded(image), encoded(mask))
+        assert plain.status_code == 200
+        assert np.array_equal(pixels(decoded(plain.content)), pixels(direct(image, mask, mask_threshold=127)))
+        config = httpx.get(f"{running.url}/v1/config").json()
+        assert (config["refine"], config["refine_refused"]) == (False, refused["detail"])
+    finally:
+        code, log = running.stop()
+    assert code == 0, log
+    assert "no refinement" in log.splitlines()[0]
+
+
+def test_refine_server_options_are_checked_before_the_port_opens(checkpoint, capsys):
+    port = str(free_port())
+    assert main(["serve", "--checkpoint", checkpoint, "--port", port, "--no-refine", "--refine-px-budget", "9"]) == 2
+    assert capsys.readouterr().err == ("lama-fast serve: --refine-px-budget goes without --no-refine: it limits the "
+                                       "refinement requests a server takes\n")
+    with pytest.raises(SystemExit) as stopped:
+        main(["serve", "--checkpoint", checkpoint, "--port", port, "--refine-px-budget", "0"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == ("lama-fast serve: argument --refine-px-budget: refine pixel budget must be at "
+                                       "least 1, got 0 (see lama-fast serve --help)\n")
+
+
+def test_a_backend_without_refinement_says_so(direct):
+    from lama_fast.serve import ServeSettings
+    from lama_fast.serve.app import refine_refusal
+    from lama_fast.serve.model import Model
+
+    class OnAnotherBackend:
+        backend = "triton"
+
+    assert refine_refusal(Model.loaded(direct), ServeSettings(max_queue=1)) is None
+    assert refine_refusal(Model.loaded(OnAnotherBackend()), ServeSettings(max_queue=1)) == (
+        "this server does not refine: refine runs on the reference and cpu backends, not on 'triton'")
+    with pytest.raises(ValueError, match="^refine must be True or False, got 'yes'$"):
+        ServeSettings(max_queue=1, refine="yes")
+    with pytest.raises(ValueError, match="^refine_px_budget must be a positive integer, got 0$"):
+        ServeSettings(max_queue=1, refine_px_budget=0)

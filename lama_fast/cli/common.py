@@ -86,6 +86,21 @@ def int_in(low: int, high: Optional[int], what: str) -> Callable[[str], int]:
     return parse
 
 
+def positive_float(what: str) -> Callable[[str], float]:
+    """An argparse type: a finite number > 0."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not (0 < value < float("inf")):
+            raise argparse.ArgumentTypeError(f"{what} must be a number > 0, got {text!r}")
+        return value
+
+    return parse
+
+
 def mask_threshold(text: str) -> float:
     try:
         value = float(text)

@@ -15,7 +15,7 @@ import torch
 from .._io import atomic_write_bytes
 from .common import (
     DTYPES, EXIT_INTERRUPTED, CliError, checkpoint_file, device_arg, dtype_arg, dtype_name, int_in, mask_threshold,
-    max_memory, output_file, output_location, reading_checkpoint, writing,
+    max_memory, output_file, output_location, positive_float, reading_checkpoint, writing,
 )
 
 CHECKPOINT_ENV = "LAMA_FAST_CHECKPOINT"
@@ -27,10 +27,21 @@ WHERE_THE_WEIGHTS_ARE = (
     "https://github.com/Sanster/models/releases/download/add_big_lama/big-lama.pt. "
     "Both load directly (lama-fast convert turns either into a .safetensors file)."
 )
+# The --refine-* options and the Inpainter.refine keyword each sets.
+REFINE_OPTIONS = {"refine_n_iters": "n_iters", "refine_lr": "lr", "refine_min_side": "min_side",
+                  "refine_max_scales": "max_scales", "refine_px_budget": "px_budget", "refine_modulo": "modulo",
+                  "refine_full_size": "full_size"}
+# The options of the high-resolution strategies, which refinement replaces by its own px_budget resize.
+NOT_WITH_REFINE = ("hd_strategy", "crop_margin", "crop_trigger_size", "resize_limit")
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
 
 
 def cmd_inpaint(args) -> int:
     source = args.image or args.image_opt
+    check_refine_arguments(args)
     if args.ray is not None:
         from .dataset import inpaint_on_ray
 
@@ -59,6 +70,73 @@ def inpaint_options(args) -> dict:
         "resize_limit": args.resize_limit, "mask_threshold": args.mask_threshold, "max_memory": args.max_memory,
     }
     return {name: value for name, value in given.items() if value is not None}
+
+
+def check_refine_arguments(args) -> None:
+    """Refuse the --refine-* options without --refine, and with it the options refinement does not take."""
+    if not args.refine:
+        for dest in REFINE_OPTIONS:
+            if getattr(args, dest) is not None:
+                raise CliError(f"{_flag(dest)} goes with --refine")
+        return
+    for dest in NOT_WITH_REFINE:
+        if getattr(args, dest) is not None:
+            raise CliError(f"{_flag(dest)} does not go with --refine: refinement runs on the whole image resized "
+                           f"to --refine-px-budget pixels")
+    if args.max_memory is not None:
+        raise CliError("--max-memory does not go with --refine: refinement runs on the whole image resized to "
+                       "--refine-px-budget pixels, without the memory guard")
+    if args.ray is not None:
+        raise CliError("--refine does not run on --ray: refine a folder on this machine (lama-fast inpaint "
+                       "INPUT_DIR -o OUTPUT_DIR --refine)")
+    if args.explain:
+        raise CliError("--explain draws the plan of inpainting without --refine; refinement runs on the whole "
+                       "image resized to --refine-px-budget pixels")
+    from ..refine import RefineSettings
+
+    settings = {key: value for key, value in refine_options(args).items() if key in RefineSettings.__dataclass_fields__}
+    try:
+        RefineSettings(**settings)
+    except (ValueError, TypeError) as exc:
+        raise CliError(refine_option_named(str(exc))) from None
+
+
+def refine_option_named(message: str) -> str:
+    """A refinement error that starts with a setting's name (``modulo must be ...``), with the option that
+    sets it (``--refine-modulo must be ...``)."""
+    first, _, rest = message.partition(" ")
+    flags = {keyword: _flag(dest) for dest, keyword in REFINE_OPTIONS.items()}
+    return f"{flags[first]} {rest}" if first in flags else message
+
+
+def refine_options(args) -> dict:
+    """The Inpainter.refine keywords the user gave (with --mask-threshold); the others keep refine's defaults."""
+    given = {keyword: getattr(args, dest) for dest, keyword in REFINE_OPTIONS.items()}
+    given["mask_threshold"] = args.mask_threshold
+    return {name: value for name, value in given.items() if value is not None}
+
+
+class ScaleProgress:
+    """Refinement's progress on stderr: one line as each scale ends (``refining scale 2/2: iteration 15/15,
+    loss 0.0123``), and on a terminal the line of the scale under way, rewritten after every iteration."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        isatty = getattr(self.stream, "isatty", None)
+        self.live = bool(isatty and isatty())
+        self.width = 0
+
+    def __call__(self, scale: int, n_scales: int, iteration: int, n_iters: int, loss) -> None:
+        text = f"refining scale {scale + 1}/{n_scales}: iteration {iteration + 1}/{n_iters}"
+        if loss is not None:
+            text += f", loss {loss:.4f}"
+        done = iteration + 1 >= n_iters
+        if self.live:
+            self.stream.write("\r" + text.ljust(self.width) + ("\n" if done else ""))
+            self.width = 0 if done else len(text)
+        elif done:
+            self.stream.write(text + "\n")
+        self.stream.flush()
 
 
 def save_options(args):
@@ -117,14 +195,19 @@ def _inpaint_image(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            result = inpainter(image, mask, **inpaint_options(args))
+            if args.refine:
+                result = inpainter.refine(image, mask, progress=ScaleProgress(), **refine_options(args))
+            else:
+                result = inpainter(image, mask, **inpaint_options(args))
         except (ValueError, TypeError) as exc:
+            if args.refine:
+                raise CliError(f"cannot refine {image_path}: {refine_option_named(str(exc))}") from exc
             raise CliError(f"cannot inpaint {image_path}: {exc}") from exc
     for warning in caught:
         print(f"lama-fast inpaint: {warning.message}", file=sys.stderr)
     with writing(output, "output"):
         batch.save_image(result, output, save_options(args), image.info.get("icc_profile"))
-    print(f"wrote {output} ({_describe(inpainter)})")
+    print(f"wrote {output} ({_describe(inpainter)}{', refined' if args.refine else ''})")
     return 0
 
 
@@ -202,13 +285,18 @@ def _inpaint_folder(args, input_dir: Path) -> int:
         loaded.append(_load_inpainter(args, checkpoint))
         return loaded[0]
 
-    summary = batch.run_batch(plan, load=load_once, overwrite=args.overwrite, options=inpaint_options(args),
-                              save=save_options(args))
+    if args.refine:
+        summary = batch.run_batch(plan, load=lambda: load_once().refine, overwrite=args.overwrite,
+                                  options=refine_options(args), save=save_options(args))
+    else:
+        summary = batch.run_batch(plan, load=load_once, overwrite=args.overwrite, options=inpaint_options(args),
+                                  save=save_options(args))
     if summary.removed_leftovers:
         print(f"removed {len(summary.removed_leftovers)} temporary files left by an interrupted run",
               file=sys.stderr)
     if loaded:
-        print(f"inpainted {input_dir} into {output_dir} ({_describe(loaded[0])})")
+        print(f"{'refined' if args.refine else 'inpainted'} {input_dir} into {output_dir} "
+              f"({_describe(loaded[0])})")
     elif summary.skipped:
         print(f"nothing to do: all {summary.skipped} outputs exist in {output_dir} (--overwrite redoes them); "
               f"the model was not loaded")
@@ -259,6 +347,32 @@ def add_parser(add_command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--explain", metavar="PNG",
                    help="one image: draw the regions the chosen strategy sends through the network, with the "
                         "memory estimate, to this PNG (no checkpoint needed without -o)")
+    refine = p.add_argument_group(
+        "refinement", "The original LaMa's refinement (predict.py refine=True): per scale of an image pyramid, "
+                      "the features at the residual blocks are optimised with Adam so that the result matches the "
+                      "known pixels and the previous scale's result. Reference and cpu backends; the --refine-* "
+                      "options go with --refine.")
+    refine.add_argument("--refine", action="store_true",
+                        help="refine each result (seconds to minutes an image): the whole image, resized to "
+                             "--refine-px-budget pixels if larger, no --hd-strategy, --crop-*, --resize-limit")
+    refine.add_argument("--refine-n-iters", type=int_in(1, None, "refine iterations"), metavar="N",
+                        help="forwards per scale after the first, with Adam steps between them (default 15)")
+    refine.add_argument("--refine-lr", type=positive_float("refine learning rate"), metavar="LR",
+                        help="Adam's learning rate (default 0.002)")
+    refine.add_argument("--refine-min-side", type=int_in(1, None, "refine min side"), metavar="PIXELS",
+                        help="the pyramid stops before a scale's short side falls below about this / sqrt(2) "
+                             "(default 512)")
+    refine.add_argument("--refine-max-scales", type=int_in(1, None, "refine max scales"), metavar="N",
+                        help="at most this many scales (default 3)")
+    refine.add_argument("--refine-px-budget", type=int_in(1, None, "refine pixel budget"), metavar="PIXELS",
+                        help="an image of more pixels is refined resized to about this many, and written at that "
+                             "size unless --refine-full-size (default 1800000)")
+    refine.add_argument("--refine-modulo", type=int_in(1, None, "refine modulo"), metavar="N",
+                        help="each scale is padded to a multiple of this, itself a multiple of 8 for big-lama "
+                             "(default 8)")
+    refine.add_argument("--refine-full-size", action="store_true", default=None,
+                        help="write an image resized by --refine-px-budget back at its own size (the hole pixels "
+                             "scaled up, the others the image's)")
     ray = p.add_argument_group("many machines (the distributed extra: pip install 'lama_fast[distributed]')")
     ray.add_argument("--ray", nargs="?", const="local", metavar="local|ADDRESS",
                      help="run a folder, or a manifest (.csv, .jsonl, .parquet with image, mask, output columns; "

@@ -23,6 +23,7 @@ def cmd_serve(args) -> int:
                        f"pip install 'lama_fast[serve]'")
     from ..inpaint import Inpainter
     from ..serve import ServeSettings, default_max_queue, is_loopback
+    from ..serve.settings import DEFAULT_REFINE_PX_BUDGET
 
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
     if api_key is not None and args.no_auth:
@@ -33,6 +34,8 @@ def cmd_serve(args) -> int:
     if args.no_auth and not is_loopback(args.host):
         print(f"lama-fast serve: warning: serving on {args.host} without an API key (--no-auth): anyone who can "
               f"reach this port can use it", file=sys.stderr)
+    if args.no_refine and args.refine_px_budget is not None:
+        raise CliError("--refine-px-budget goes without --no-refine: it limits the refinement requests a server takes")
     checkpoint = checkpoint_path(args)
     options = _model_settings(args)
     try:
@@ -40,7 +43,8 @@ def cmd_serve(args) -> int:
         settings = ServeSettings(
             max_queue=args.max_queue if args.max_queue is not None else default_max_queue(args.max_body,
                                                                                           args.max_pixels),
-            max_pixels=args.max_pixels, max_body=args.max_body, api_key=api_key, jpeg_quality=args.jpeg_quality)
+            max_pixels=args.max_pixels, max_body=args.max_body, api_key=api_key, jpeg_quality=args.jpeg_quality,
+            refine=not args.no_refine, refine_px_budget=args.refine_px_budget or DEFAULT_REFINE_PX_BUDGET)
     except (ValueError, TypeError) as exc:
         raise CliError(str(exc)) from None
     from ..backends import select_backend
@@ -54,8 +58,10 @@ def cmd_serve(args) -> int:
         with reading_checkpoint(checkpoint):
             return load_checkpoint(checkpoint, device=args.device, backend=args.backend, dtype=args.dtype, **options)
 
+    refining = (f"refinement up to {settings.refine_px_budget / 1e6:g} MP" if settings.refine
+                else "no refinement")
     print(f"lama-fast serve: loading {checkpoint} (queue {settings.max_queue}, at most "
-          f"{settings.max_pixels / 1e6:g} MP and {settings.max_body / 2 ** 20:g} MiB a request)",
+          f"{settings.max_pixels / 1e6:g} MP and {settings.max_body / 2 ** 20:g} MiB a request, {refining})",
           file=sys.stderr, flush=True)
     try:
         error = serve(load, settings, args.host, args.port, access_log=args.access_log)
@@ -80,7 +86,7 @@ def _model_settings(args) -> dict:
 
 
 def add_parser(add_command: Callable[..., argparse.ArgumentParser]) -> None:
-    from ..serve.settings import DEFAULT_MAX_BODY, DEFAULT_MAX_PIXELS, JPEG_QUALITY
+    from ..serve.settings import DEFAULT_MAX_BODY, DEFAULT_MAX_PIXELS, DEFAULT_REFINE_PX_BUDGET, JPEG_QUALITY
 
     p = add_command("serve", help="serve the model over HTTP: a web page, IOPaint's API and a native API",
                     description="Load the model once and serve it until SIGTERM/SIGINT (which let the requests "
@@ -110,5 +116,11 @@ def add_parser(add_command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--no-auth", action="store_true", help="serve a non-loopback address without a key")
     p.add_argument("--jpeg-quality", type=int_in(1, 100, "JPEG quality"), default=JPEG_QUALITY,
                    help=f"quality of JPEG answers (default {JPEG_QUALITY})")
+    p.add_argument("--refine-px-budget", type=int_in(1, None, "refine pixel budget"), metavar="PIXELS",
+                   help=f"pixels a refinement request (refine=true) refines at: its default and its maximum; a "
+                        f"request asking more gets 400, larger images are resized to it (default "
+                        f"{DEFAULT_REFINE_PX_BUDGET:,})")
+    p.add_argument("--no-refine", action="store_true",
+                   help="refuse refinement requests (403): refinement holds the model for seconds to minutes")
     p.add_argument("--access-log", action="store_true", help="log every request on stderr")
     p.set_defaults(func=cmd_serve)

@@ -5,6 +5,9 @@ What IOPaint does with an ``/api/v1/inpaint`` request, and so what this does: th
 come as base64 (a ``data:`` prefix allowed), the image's EXIF orientation is applied, the mask is
 reduced to grey and a pixel is a hole where it is above 127, and a mask of another size is a 400
 with IOPaint's words. The fields of other models (prompts, samplers, seeds...) are accepted and ignored.
+
+One field is this server's own: ``refine`` (default false, so IOPaint's clients, which never send it,
+are answered as before) asks for the original LaMa's refinement instead of one pass of the network.
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ class InpaintRequest(BaseModel):
                                                                       "larger than this")
     hd_strategy_resize_limit: int = Field(1280, ge=1, description="longest side the image is resized to (Resize)")
     sd_seed: int = Field(42, description="ignored (diffusion models); echoed in the X-Seed header")
+    refine: bool = Field(False, description="not an IOPaint field (IOPaint ignores it): refine the result with the "
+                                            "original LaMa's refinement (seconds to minutes) at this server's "
+                                            "settings (GET /v1/config); the hd_strategy fields are then ignored "
+                                            "and the answer has the image's size. 403 when the server does not "
+                                            "refine")
 
     @field_validator("hd_strategy")
     @classmethod
@@ -48,6 +56,12 @@ class InpaintRequest(BaseModel):
                 "crop_trigger_size": self.hd_strategy_crop_trigger_size,
                 "resize_limit": self.hd_strategy_resize_limit,
                 "mask_threshold": MASK_THRESHOLD}
+
+    @staticmethod
+    def refine_options(px_budget: int) -> Dict[str, Any]:
+        """The Inpainter.refine keywords of a request with ``refine``: refinement's defaults with the
+        server's pixel budget, the answer at the image's size."""
+        return {"px_budget": px_budget, "full_size": True, "mask_threshold": MASK_THRESHOLD}
 
 
 def size_error(image: Any, mask: Any) -> str:

@@ -65,11 +65,12 @@ class Model:
                 "dtype": str(compute).replace("torch.", ""), "min_side": inpainter.min_side}
 
 
-def inpaint(inpainter: Any, image: Image.Image, mask: Image.Image,
-            options: Dict[str, Any]) -> Tuple[Image.Image, List[str], float]:
-    """The Inpainter's result, the warnings it gave (e.g. the memory guard's switch to crop) and its seconds."""
+def inpaint(inpainter: Any, image: Image.Image, mask: Image.Image, options: Dict[str, Any],
+            refine: bool = False) -> Tuple[Image.Image, List[str], float]:
+    """The Inpainter's result (``inpainter.refine``'s with ``refine``), the warnings it gave (e.g. the memory
+    guard's switch to crop, refinement's resize to its pixel budget) and its seconds."""
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = inpainter(image, mask, **options)
+        result = (inpainter.refine if refine else inpainter)(image, mask, **options)
     return result, [str(w.message) for w in caught], time.perf_counter() - start

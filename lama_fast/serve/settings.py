@@ -12,6 +12,9 @@ DEFAULT_MAX_BODY = 200 * 1024 * 1024
 # How long a client may take to send its request body once it has a place in the queue.
 BODY_READ_TIMEOUT_S = 120.0
 JPEG_QUALITY = 95
+# The most pixels a refinement request may refine at (larger images are resized to it first), and the
+# budget of requests that do not give one: refinement's own default (lama_fast.refine.RefineSettings).
+DEFAULT_REFINE_PX_BUDGET = 1_800_000
 
 
 def default_max_queue(max_body: int, max_pixels: int, available: Optional[int] = None) -> int:
@@ -41,7 +44,10 @@ def is_loopback(host: str) -> bool:
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """The limits and the key of a server (the model's settings are the Inpainter's)."""
+    """The limits and the key of a server (the model's settings are the Inpainter's).
+
+    ``refine``: whether requests may ask for refinement; ``refine_px_budget``: the pixel budget of a
+    refinement request that does not give one, and the most one may give."""
 
     max_queue: int
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -49,13 +55,17 @@ class ServeSettings:
     api_key: Optional[str] = None
     jpeg_quality: int = JPEG_QUALITY
     body_timeout: float = BODY_READ_TIMEOUT_S
+    refine: bool = True
+    refine_px_budget: int = DEFAULT_REFINE_PX_BUDGET
 
     def __post_init__(self) -> None:
-        for name in ("max_queue", "max_pixels", "max_body"):
+        for name in ("max_queue", "max_pixels", "max_body", "refine_px_budget"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "max_queue" else 1):
                 raise ValueError(f"{name} must be a {'non-negative' if name == 'max_queue' else 'positive'} "
                                  f"integer, got {value!r}")
+        if not isinstance(self.refine, bool):
+            raise ValueError(f"refine must be True or False, got {self.refine!r}")
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("the API key is empty")
         if not 1 <= self.jpeg_quality <= 100:

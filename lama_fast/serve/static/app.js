@@ -1,5 +1,6 @@
 // lama-fast serve: the web page. Open a photo, paint a mask over it, send both to POST v1/inpaint,
 // compare before/after, download the answer. No dependencies; talks only to v1/config and v1/inpaint.
+// A "Refine" checkbox, shown when v1/config says the server refines, sends refine=true with Remove.
 //
 // Model of the page:
 //  - A "picture" is an image as bytes (the Blob that is sent or downloaded) plus its decoded bitmap.
@@ -17,6 +18,7 @@
 //   lastError      text of the last error shown ("" if none)
 //   maskPNG()      Promise<Blob>: the binary PNG mask (255 = hole) that Remove would send now
 //   lastMaskSent   Blob of the mask sent by the last Remove (null before)
+//   lastRefined    whether the last Remove asked for refinement
 //   resultBlob     Blob of the last image the server answered (null before)
 //   resultPixels() Promise<{width, height, data: number[]} | null>: RGBA pixels of the shown result,
 //                  read back from a canvas at the image's full size
@@ -30,6 +32,7 @@
     brushSize: $("brush-size"), brushSizeValue: $("brush-size-value"), eraser: $("eraser"),
     undo: $("undo"), redo: $("redo"), clear: $("clear"),
     compare: $("compare"), remove: $("remove"), download: $("download"),
+    refine: $("refine"), refineLabel: $("refine-label"),
     stage: $("stage"), drop: $("drop"), view: $("view"), canvas: $("canvas"),
     split: $("split"), labelBefore: $("label-before"), labelAfter: $("label-after"),
     progress: $("progress"), progressText: $("progress-text"),
@@ -61,6 +64,7 @@
     hover: null,           // {x, y} pointer position in CSS pixels of the canvas, for the brush outline
     layout: null,          // {cssW, cssH, dpr}
     lastMaskSent: null,
+    lastRefined: false,
     resultBlob: null,
     erase: false,          // eraser on
     retryAfterKey: false,  // a Remove was refused with 401: run it again once a key is given
@@ -567,6 +571,7 @@
     app.config = await response.json();
     const c = app.config;
     ui.serverInfo.textContent = [c.model, c.backend, c.device, c.dtype].filter(Boolean).join(" · ");
+    ui.refineLabel.hidden = c.refine !== true;
     if (c.auth && !apiKey()) askForKey("This server needs an API key.");
   }
 
@@ -576,7 +581,8 @@
     const pic = currentPicture();
     if (!pic || isBusy()) return;
     endStroke();
-    startWorking();
+    const refine = ui.refine.checked && !ui.refineLabel.hidden;
+    startWorking(refine ? "Refining…" : "Removing…");
     let response, answer, maskBlob, holes;
     try {
       ({ blob: maskBlob, holes } = await buildMask());
@@ -595,7 +601,9 @@
     const form = new FormData();
     form.append("image", pic.blob, lastResultOp() ? resultName(pic.blob.type) : app.original.name);
     form.append("mask", maskBlob, "mask.png");
+    if (refine) form.append("refine", "true");
     app.lastMaskSent = maskBlob;
+    app.lastRefined = refine;
     const sentKey = apiKey();
     try {
       response = await fetch("v1/inpaint", { method: "POST", body: form, headers: authHeaders() });
@@ -677,11 +685,11 @@
     }
   }
 
-  function startWorking() {
+  function startWorking(what) {
     setState("working");
     const start = performance.now();
     const tick = () => {
-      const text = `Removing… ${((performance.now() - start) / 1000).toFixed(1)} s`;
+      const text = `${what} ${((performance.now() - start) / 1000).toFixed(1)} s`;
       ui.progressText.textContent = text;
       ui.status.textContent = text;
     };
@@ -755,6 +763,7 @@
     ui.open.disabled = busy;
     ui.openBig.disabled = busy;
     ui.brushSize.disabled = busy;
+    ui.refine.disabled = busy;
     ui.eraser.disabled = busy || !pic;
     ui.undo.disabled = busy || !app.ops.length;
     ui.redo.disabled = busy || !app.undone.length;
@@ -835,6 +844,7 @@
     get state() { return app.state; },
     get lastError() { return app.lastError; },
     get lastMaskSent() { return app.lastMaskSent; },
+    get lastRefined() { return app.lastRefined; },
     get resultBlob() { return app.resultBlob; },
     get config() { return app.config; },
     maskPNG: async () => (await buildMask()).blob,
