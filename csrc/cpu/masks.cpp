@@ -21,47 +21,13 @@
 #include <cstring>
 #include <type_traits>
 
+#include "spectral_masks.h"  // masks::pack, masks::row_bytes
+
 namespace lama_fast {
 namespace {
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 // Rows per task of at::parallel_for: about 64 Ki elements each.
 inline int64_t grain_rows(int64_t row_elements) { return std::max<int64_t>(1, (int64_t{1} << 16) / row_elements); }
-
-// Whether an element is > 0, on its bits (branch-free, so that loops over
-// elements vectorise): positive finite numbers and +inf have the sign bit
-// clear and a nonzero pattern no larger than +inf's; NaN patterns are larger.
-inline bool positive(float v) {
-  uint32_t u;
-  std::memcpy(&u, &v, sizeof(u));
-  return u - 1u < 0x7F800000u;
-}
-
-inline bool positive(double v) {
-  uint64_t u;
-  std::memcpy(&u, &v, sizeof(u));
-  return u - 1u < 0x7FF0000000000000ull;
-}
-
-inline bool positive(c10::BFloat16 v) { return static_cast<uint16_t>(v.x - 1u) < 0x7F80u; }
-
-// The bits of one row of `count` elements into ceil(count / 8) bytes.
-template <typename T>
-void pack_row(const T* __restrict src, int64_t count, uint8_t* __restrict dst) {
-  const int64_t whole = count / 8;
-  for (int64_t b = 0; b < whole; ++b) {
-    const T* s = src + 8 * b;
-    uint8_t byte = 0;
-    for (int bit = 0; bit < 8; ++bit) byte |= static_cast<uint8_t>(positive(s[bit])) << bit;
-    dst[b] = byte;
-  }
-  if (whole * 8 < count) {
-    uint8_t byte = 0;
-    for (int64_t e = whole * 8; e < count; ++e) byte |= static_cast<uint8_t>(positive(src[e])) << (e - whole * 8);
-    dst[whole] = byte;
-  }
-}
 
 // The unsigned integer of an element's size: masking works on the bits.
 template <typename T>
@@ -114,7 +80,7 @@ at::Tensor relu_mask(const at::Tensor& x) {
   check_activation("relu_mask", "x", x);
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
   const int64_t row = w * c;
-  const int64_t row_bytes = ceil_div(row, 8);
+  const int64_t row_bytes = masks::row_bytes(row);
   at::Tensor bits = at::empty({n, h, row_bytes}, x.options().dtype(at::kByte));
   if (bits.numel() == 0) return bits;
   const at::Tensor xc = x.contiguous(at::MemoryFormat::ChannelsLast);
@@ -122,7 +88,7 @@ at::Tensor relu_mask(const at::Tensor& x) {
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, xc.scalar_type(), "relu_mask", [&] {
     const scalar_t* src = xc.const_data_ptr<scalar_t>();
     at::parallel_for(0, n * h, grain_rows(row), [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) pack_row(src + r * row, row, dst + r * row_bytes);
+      for (int64_t r = begin; r < end; ++r) masks::pack(src + r * row, row, dst + r * row_bytes);
     });
   });
   return bits;
@@ -132,7 +98,7 @@ at::Tensor apply_mask(const at::Tensor& grad, const at::Tensor& bits) {
   check_activation("apply_mask", "grad", grad);
   const int64_t n = grad.size(0), c = grad.size(1), h = grad.size(2), w = grad.size(3);
   const int64_t row = w * c;
-  const int64_t row_bytes = ceil_div(row, 8);
+  const int64_t row_bytes = masks::row_bytes(row);
   TORCH_CHECK(bits.scalar_type() == at::kByte, "apply_mask: expected uint8 bits from relu_mask, got ",
               bits.scalar_type());
   TORCH_CHECK(bits.dim() == 3 && bits.size(0) == n && bits.size(1) == h && bits.size(2) == row_bytes,

@@ -491,6 +491,37 @@ void select_tensor(at::Tensor& t, int64_t rows, int64_t count, const uint8_t* bi
             rows);
 }
 
+// What the passes of one call share: the FFT plans and scales, the spectrum
+// and the threads' scratch (work buffers of `ws`); run() runs a pass's
+// kernel(job, b, e, scratch) over [begin, end) on the threads, each with its
+// own scratch.
+template <typename T>
+struct Passes {
+  Passes(Workspace& ws, args::Norm norm, int64_t N, int64_t C, int64_t H, int64_t W)
+      : rplan(fft::real_plan<T>(W)),
+        cplan(fft::complex_plan<T>(H)),
+        scales(args::norm_scales(norm, H, W)),
+        threads(std::max<int64_t>(1, at::get_num_threads())),
+        scratch_len(std::max<int64_t>(W + 1, H) * 2 * C),
+        scratch(ws.get("scratch", c10::CppTypeToScalarType<T>::value, threads * 2 * scratch_len)),
+        spec(ws.get("spec", c10::CppTypeToScalarType<T>::value, N * (W / 2 + 1) * H * 2 * C)) {}
+
+  template <typename Kernel, typename Job>
+  void run(Kernel kernel, const Job& job, int64_t begin, int64_t end) const {
+    T* base = scratch.data_ptr<T>();
+    at::parallel_for(begin, end, 1, [&](int64_t b, int64_t e) {
+      T* s = base + std::min<int64_t>(at::get_thread_num(), threads - 1) * 2 * scratch_len;
+      kernel(job, b, e, s, s + scratch_len);
+    });
+  }
+
+  decltype(fft::real_plan<T>(1)) rplan;
+  decltype(fft::complex_plan<T>(1)) cplan;
+  std::pair<double, double> scales;
+  int64_t threads, scratch_len;
+  at::Tensor scratch, spec;
+};
+
 // x: channels-last (see run()). With `masks` (the op's mask layout, see
 // spectral_masks.h) the ReLU bits are written there too; the output does
 // not depend on it.
@@ -500,35 +531,22 @@ at::Tensor run_pipeline(const args::SpectralArgs& pb, uint8_t* masks) {
   const args::Dims& d = pb.d;
   const int64_t N = d.N, C = d.C, C2 = 2 * C, H = d.H, W = d.W, Wf = W / 2 + 1;
   const int64_t rows = N * H;
-  const at::ScalarType acc_dtype = c10::CppTypeToScalarType<T>::value;
   const at::ScalarType dtype = c10::CppTypeToScalarType<S>::value;
   const masks::MaskLayout lay = masks::mask_layout(N, C, d.Cout, H, W, pb.relu, pb.fourier_only);
 
-  const auto rplan = fft::real_plan<T>(W);
-  const auto cplan = fft::complex_plan<T>(H);
-  const auto scales = args::norm_scales(pb.norm, H, W);
-
   Workspace ws;
-  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  const int64_t scratch_len = std::max<int64_t>(W + 1, H) * C2;
-  at::Tensor scratch = ws.get("scratch", acc_dtype, threads * 2 * scratch_len);
-  T* scratch_ptr = scratch.data_ptr<T>();
-  // Runs kernel(job, b, e, scratch) over [begin, end) on the threads, each with its own scratch.
-  auto in_parallel = [&](auto kernel, const auto& job, int64_t begin, int64_t end) {
-    at::parallel_for(begin, end, 1, [&](int64_t b, int64_t e) {
-      T* s = scratch_ptr + std::min<int64_t>(at::get_thread_num(), threads - 1) * 2 * scratch_len;
-      kernel(job, b, e, s, s + scratch_len);
-    });
-  };
-  at::Tensor spec = ws.get("spec", acc_dtype, N * Wf * H * C2);
+  const Passes<T> passes(ws, pb.norm, N, C, H, W);
+  const auto scales = passes.scales;
+  const at::Tensor& spec = passes.spec;
 
   // 1. y and the forward transforms of its rows.
-  RowJob<T, S> fwd{nullptr, nullptr, spec.data_ptr<T>(), C, H, W, Wf, static_cast<T>(scales.first), rplan.get()};
+  RowJob<T, S> fwd{nullptr, nullptr, spec.data_ptr<T>(), C, H, W, Wf, static_cast<T>(scales.first),
+                   passes.rplan.get()};
   at::Tensor y;  // (N * H * W, C) row-major
   const int64_t chunk = std::max<int64_t>(1, kChunkPositions / W);
   if (pb.fourier_only) {
     fwd.src = pb.x.data_ptr<S>();
-    in_parallel(K::rows_forward, fwd, 0, rows);
+    passes.run(K::rows_forward, fwd, 0, rows);
   } else {
     y = ws.get("y", dtype, rows * W * C).view({rows * W, C});
     const at::Tensor x2d = pb.x.permute({0, 2, 3, 1}).reshape({rows * W, d.Cin});
@@ -540,7 +558,7 @@ at::Tensor run_pipeline(const args::SpectralArgs& pb, uint8_t* masks) {
     for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
       const int64_t r1 = std::min(rows, r0 + chunk);
       linear_into(x2d.narrow(0, r0 * W, (r1 - r0) * W), pb.w1, pb.b1, true, y.narrow(0, r0 * W, (r1 - r0) * W));
-      in_parallel(K::rows_forward, fwd, r0, r1);
+      passes.run(K::rows_forward, fwd, r0, r1);
     }
   }
 
@@ -563,7 +581,7 @@ at::Tensor run_pipeline(const args::SpectralArgs& pb, uint8_t* masks) {
     const int64_t blocks = (C + Vb - 1) / Vb;
     for (int64_t g0 = 0; g0 < columns; g0 += group) {
       const int64_t count = std::min(group, columns - g0);
-      ColumnJob<T, S> cj{spec.data_ptr<T>(), nullptr, C, H, Vb, blocks, g0, cplan.get()};
+      ColumnJob<T, S> cj{spec.data_ptr<T>(), nullptr, C, H, Vb, blocks, g0, passes.cplan.get()};
       at::Tensor src2d;
       if constexpr (std::is_same_v<T, S>) {
         src2d = spec.narrow(0, g0 * H * C2, count * H * C2).view({count * H, C2});
@@ -571,7 +589,7 @@ at::Tensor run_pipeline(const args::SpectralArgs& pb, uint8_t* masks) {
         cj.group = gin.data_ptr<S>();
         src2d = gin.narrow(0, 0, count * H * C2).view({count * H, C2});
       }
-      in_parallel(K::columns_forward, cj, 0, count * blocks);
+      passes.run(K::columns_forward, cj, 0, count * blocks);
       at::Tensor m2d = mbuf.narrow(0, 0, count * H * C2).view({count * H, C2});
       linear_into(src2d, wq, bq, true, m2d);
       if (masks) {
@@ -580,16 +598,17 @@ at::Tensor run_pipeline(const args::SpectralArgs& pb, uint8_t* masks) {
         over_rows(K::pack_rows, zj, 0, count);
       }
       cj.group = mbuf.data_ptr<S>();
-      in_parallel(K::columns_inverse, cj, 0, count * blocks);
+      passes.run(K::columns_inverse, cj, 0, count * blocks);
     }
   }
 
   // 3. Inverse transforms of the rows: t = y + z (or z alone), then the last conv.
-  RowJob<T, S> inv{nullptr, nullptr, spec.data_ptr<T>(), C, H, W, Wf, static_cast<T>(scales.second), rplan.get()};
+  RowJob<T, S> inv{nullptr, nullptr, spec.data_ptr<T>(), C, H, W, Wf, static_cast<T>(scales.second),
+                   passes.rplan.get()};
   if (pb.fourier_only) {
     at::Tensor out = new_output(N, C, H, W, pb.x.options());
     inv.dst = out.data_ptr<S>();
-    in_parallel(K::rows_inverse, inv, 0, rows);
+    passes.run(K::rows_inverse, inv, 0, rows);
     return out;
   }
   inv.src = y.data_ptr<S>();
@@ -605,7 +624,7 @@ at::Tensor run_pipeline(const args::SpectralArgs& pb, uint8_t* masks) {
                       lay.out_row};
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
     const int64_t r1 = std::min(rows, r0 + chunk);
-    in_parallel(K::rows_inverse, inv, r0, r1);
+    passes.run(K::rows_inverse, inv, r0, r1);
     const int64_t p0 = r0 * W, np = (r1 - r0) * W;
     const at::Tensor init = other2d.defined() ? other2d.narrow(0, p0, np) : at::Tensor();
     linear_into(y.narrow(0, p0, np), pb.w2, pb.bias, pb.relu, out2d.narrow(0, p0, np),
@@ -727,31 +746,19 @@ std::pair<at::Tensor, at::Tensor> run_backward_pipeline(const BackwardArgs& b) {
   const masks::MaskLayout lay = masks::mask_layout(N, C, Cout, H, W, b.relu, b.fourier_only);
   uint8_t* bits = const_cast<uint8_t*>(b.masks);
 
-  const auto rplan = fft::real_plan<T>(W);
-  const auto cplan = fft::complex_plan<T>(H);
-  const auto scales = args::norm_scales(b.norm, H, W);
-
   Workspace ws;
-  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  const int64_t scratch_len = std::max<int64_t>(W + 1, H) * C2;
-  at::Tensor scratch = ws.get("scratch", dtype, threads * 2 * scratch_len);
-  T* scratch_ptr = scratch.data_ptr<T>();
-  auto in_parallel = [&](auto kernel, const auto& job, int64_t begin, int64_t end) {
-    at::parallel_for(begin, end, 1, [&](int64_t b, int64_t e) {
-      T* s = scratch_ptr + std::min<int64_t>(at::get_thread_num(), threads - 1) * 2 * scratch_len;
-      kernel(job, b, e, s, s + scratch_len);
-    });
-  };
-  at::Tensor spec = ws.get("spec", dtype, N * Wf * H * C2);
+  const Passes<T> passes(ws, b.norm, N, C, H, W);
+  const auto scales = passes.scales;
+  const at::Tensor& spec = passes.spec;
   T* spec_ptr = spec.data_ptr<T>();
 
   // 1. gm, h = gm W2 and the forward transforms of the rows of h (the inverse's scale).
-  RowJob<T, T> fwd{nullptr, nullptr, spec_ptr, C, H, W, Wf, static_cast<T>(scales.second), rplan.get()};
+  RowJob<T, T> fwd{nullptr, nullptr, spec_ptr, C, H, W, Wf, static_cast<T>(scales.second), passes.rplan.get()};
   at::Tensor h, gm;  // h: (N * H * W, C) row-major
   const int64_t chunk = std::max<int64_t>(1, kChunkPositions / W);
   if (b.fourier_only) {
     fwd.src = b.grad.data_ptr<T>();
-    in_parallel(K::rows_forward, fwd, 0, rows);
+    passes.run(K::rows_forward, fwd, 0, rows);
   } else {
     h = ws.get("y", dtype, rows * W * C).view({rows * W, C});
     gm = new_output(N, Cout, H, W, b.grad.options());
@@ -770,7 +777,7 @@ std::pair<at::Tensor, at::Tensor> run_backward_pipeline(const BackwardArgs& b) {
         gm2d.narrow(0, p0, np).copy_(g2d.narrow(0, p0, np));
       }
       linear_into(gm2d.narrow(0, p0, np), w2t, std::nullopt, false, h.narrow(0, p0, np));
-      in_parallel(K::rows_forward, fwd, r0, r1);
+      passes.run(K::rows_forward, fwd, r0, r1);
     }
   }
 
@@ -789,24 +796,24 @@ std::pair<at::Tensor, at::Tensor> run_backward_pipeline(const BackwardArgs& b) {
     const int64_t blocks = (C + Vb - 1) / Vb;
     for (int64_t g0 = 0; g0 < columns; g0 += group) {
       const int64_t count = std::min(group, columns - g0);
-      ColumnJob<T, T> cj{spec_ptr, nullptr, C, H, Vb, blocks, g0, cplan.get()};
-      in_parallel(K::columns_forward, cj, 0, count * blocks);
+      ColumnJob<T, T> cj{spec_ptr, nullptr, C, H, Vb, blocks, g0, passes.cplan.get()};
+      passes.run(K::columns_forward, cj, 0, count * blocks);
       T* first = spec_ptr + g0 * H * C2;
       const MaskJob<T> zj{first, first, H * C2, H * C2, bits + lay.z_offset + g0 * lay.z_col, lay.z_col};
       over_rows(K::select_rows, zj, 0, count);
       at::Tensor m2d = mbuf.narrow(0, 0, count * H * C2).view({count * H, C2});
       linear_into(spec.narrow(0, g0 * H * C2, count * H * C2).view({count * H, C2}), wqt, std::nullopt, false, m2d);
       cj.group = mbuf.data_ptr<T>();
-      in_parallel(K::columns_inverse, cj, 0, count * blocks);
+      passes.run(K::columns_inverse, cj, 0, count * blocks);
     }
   }
 
   // 3. Inverse transforms of the rows (the forward's scale): q = h + ..., the mask [y > 0], the GEMM by W1.
-  RowJob<T, T> inv{nullptr, nullptr, spec_ptr, C, H, W, Wf, static_cast<T>(scales.first), rplan.get()};
+  RowJob<T, T> inv{nullptr, nullptr, spec_ptr, C, H, W, Wf, static_cast<T>(scales.first), passes.rplan.get()};
   if (b.fourier_only) {
     at::Tensor gx = new_output(N, C, H, W, b.grad.options());
     inv.dst = gx.data_ptr<T>();
-    in_parallel(K::rows_inverse, inv, 0, rows);
+    passes.run(K::rows_inverse, inv, 0, rows);
     return {gx, at::Tensor()};
   }
   inv.src = h.data_ptr<T>();
@@ -819,7 +826,7 @@ std::pair<at::Tensor, at::Tensor> run_backward_pipeline(const BackwardArgs& b) {
   const at::Tensor w1t = b.w1.t().contiguous();  // (Cin, Ch)
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
     const int64_t r1 = std::min(rows, r0 + chunk);
-    in_parallel(K::rows_inverse, inv, r0, r1);
+    passes.run(K::rows_inverse, inv, r0, r1);
     const int64_t p0 = r0 * W, np = (r1 - r0) * W;
     linear_into(h.narrow(0, p0, np), w1t, std::nullopt, false, gx2d.narrow(0, p0, np));
   }

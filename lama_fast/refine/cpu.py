@@ -127,9 +127,10 @@ def activation_saved(out: torch.Tensor, activation: Optional[str]):
     return None
 
 
-def conv_input_grad(conv: PackedConv, grad: torch.Tensor, input_shape: Sequence[int]) -> torch.Tensor:
-    """The gradient of a convolution's (unpadded) input from the gradient of its pre-activation output."""
-    weight = plain_weight(conv).to(grad.dtype)
+def conv_input_grad(conv: PackedConv, weight: torch.Tensor, grad: torch.Tensor,
+                    input_shape: Sequence[int]) -> torch.Tensor:
+    """The gradient of a convolution's (unpadded) input from the gradient of its pre-activation output;
+    ``weight`` is the convolution's plain weight (``plain_weight``)."""
     pad_l, pad_r, pad_t, pad_b = conv.explicit_padding or (0, 0, 0, 0)
     padded_h, padded_w = input_shape[2] + pad_t + pad_b, input_shape[3] + pad_l + pad_r
     reach = [(k - 1) * d + 1 for k, d in zip(conv.kernel_size, conv.dilation)]
@@ -145,34 +146,35 @@ class _ConvFunction(torch.autograd.Function):
     """``act(conv(pad(x)) + bias)`` of a oneDNN convolution, with its input gradient."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, stage: ConvStage) -> torch.Tensor:
-        out = stage.conv.run(x, stage.activation)
+    def forward(ctx, x: torch.Tensor, stage: "ConvAutogradStage") -> torch.Tensor:
+        conv, activation = stage.stage.conv, stage.stage.activation
+        out = conv.run(x, activation)
         ctx.stage, ctx.input_shape = stage, tuple(x.shape)
-        ctx.saved = activation_saved(out, stage.activation)
+        ctx.saved = activation_saved(out, activation)
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        grad = activation_grad(grad, ctx.stage.activation, ctx.saved)
-        return conv_input_grad(ctx.stage.conv, grad.to(ctx.stage.conv.dtype), ctx.input_shape), None
+        conv, activation = ctx.stage.stage.conv, ctx.stage.stage.activation
+        grad = activation_grad(grad, activation, ctx.saved).to(conv.dtype)
+        return conv_input_grad(conv, ctx.stage.weight, grad, ctx.input_shape), None
 
 
 class _TransposeFunction(torch.autograd.Function):
     """An upsampling layer (transposed convolution, folded BatchNorm, activation) with its input gradient."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, layer: PackedConvTranspose) -> torch.Tensor:
-        out = layer(x)
-        ctx.layer = layer
-        ctx.saved = activation_saved(out, layer.activation)
+    def forward(ctx, x: torch.Tensor, stage: "TransposeStage") -> torch.Tensor:
+        out = stage.layer(x)
+        ctx.stage = stage
+        ctx.saved = activation_saved(out, stage.layer.activation)
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        layer = ctx.layer
+        layer = ctx.stage.layer
         grad = activation_grad(grad, layer.activation, ctx.saved).to(layer.dtype)
-        weight = transpose_weight(layer).to(grad.dtype)
-        return F.conv2d(grad, weight, None, layer.stride, layer.padding, layer.dilation).contiguous(
+        return F.conv2d(grad, ctx.stage.weight, None, layer.stride, layer.padding, layer.dilation).contiguous(
             memory_format=CHANNELS_LAST), None
 
 
@@ -220,8 +222,7 @@ class _StripedPairFunction(torch.autograd.Function):
         batch, _, height, width = ctx.input_shape
         mid_h, mid_w = 2 * height, 2 * width
         grad = activation_grad(grad, pair.activation, ctx.saved).to(conv.dtype)
-        weight_c = plain_weight(conv).to(conv.dtype)
-        weight_t = transpose_weight(layer).to(conv.dtype)
+        weight_c, weight_t = pair.weight_c, pair.weight_t
         kernel = conv.kernel_size[0]
         pad_l, pad_r, pad_t, pad_b = conv.explicit_padding or (0, 0, 0, 0)
         out_h = grad.shape[2]
@@ -271,6 +272,9 @@ class StripedEnd:
         self.transpose: PackedConvTranspose = pair.first
         self.conv: PackedConv = pair.second.conv
         self.activation = pair.second.activation
+        # The plain weights of the backward's adjoint convolutions, laid out once.
+        self.weight_c = plain_weight(self.conv).to(self.conv.dtype)
+        self.weight_t = transpose_weight(self.transpose).to(self.conv.dtype)
 
     @staticmethod
     def rows(row_bytes: int) -> int:
@@ -297,21 +301,27 @@ class ResidualStage:
 
 
 class TransposeStage:
+    """The autograd stage of an upsampling layer."""
+
     def __init__(self, layer: PackedConvTranspose) -> None:
         self.layer = layer
+        self.weight = transpose_weight(layer).to(layer.dtype)  # the backward's, laid out once
 
     def __call__(self, x) -> torch.Tensor:
-        return _TransposeFunction.apply(x, self.layer)
+        return _TransposeFunction.apply(x, self)
 
 
 class ConvAutogradStage:
+    """The autograd stage of a oneDNN convolution (with its explicit padding and activation)."""
+
     def __init__(self, stage: ConvStage) -> None:
         self.stage = stage
+        self.weight = plain_weight(stage.conv).to(stage.conv.dtype)  # the backward's, laid out once
 
     def __call__(self, x) -> torch.Tensor:
         if isinstance(x, tuple):
             x = x[0]
-        return _ConvFunction.apply(x, self.stage)
+        return _ConvFunction.apply(x, self)
 
 
 def _check_ffc(ffc: FastFFC, where: str) -> None:
