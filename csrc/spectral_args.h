@@ -135,6 +135,8 @@ struct SpectralArgs {
   std::optional<at::Tensor> bias, other;
   bool relu = false;
   bool fourier_only = false;
+  // spectral_transform_into (CPU): the output is accumulated into `other` itself.
+  bool into_other = false;
   Norm norm = Norm::Ortho;
   Dims d;
 };

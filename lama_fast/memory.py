@@ -195,3 +195,20 @@ def available_bytes() -> Optional[int]:
     room = _cgroup_room()
     candidates = [v for v in (available, room) if v is not None]
     return min(candidates) if candidates else None
+
+
+def release_free_heap() -> bool:
+    """Hand the free pages of the C heap back to the system (glibc's ``malloc_trim``).
+
+    Memory freed inside the heap (a generator's weights dropped after its fast copy
+    was built, say) stays resident until then.  False where there is no glibc.
+    """
+    import ctypes
+
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim(ctypes.c_size_t(0))
+    return True
+

@@ -645,3 +645,64 @@ def test_two_runs_into_one_output_folder_both_succeed(capsys, ckpt, tmp_path):
     assert code == 0 and summary_counts(stdout) == (len(expected), 0, 0, 0), err
     for name in expected:
         np.testing.assert_array_equal(pixels(out / name), pixels(reference / name), err_msg=name)
+
+
+# ---------------------------------------------------------------- lanes (images in flight)
+
+
+def test_lanes_give_the_same_files_as_one_image_at_a_time(capsys, ckpt, tmp_path):
+    root = tmp_path / "in"
+    for i in range(5):
+        write_pair(root, f"photo{i}", seed=i)
+    corrupt = root / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n but then nothing")
+    write_mask(root / "corrupt_mask.png")
+    threads = torch.get_num_threads()
+    outputs = {}
+    for lanes in (1, 3):
+        out = tmp_path / f"out{lanes}"
+        code, stdout, err = run(capsys, "inpaint", root, "-o", out, "--checkpoint", ckpt, "--lanes", lanes)
+        assert code == 1, err
+        assert summary_counts(stdout) == (5, 0, 1, 0)
+        failures = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("failed: ")]
+        assert len(failures) == 1 and failures[0].startswith(f"failed: cannot read image {corrupt}: "), err
+        outputs[lanes] = contents(out)
+        assert torch.get_num_threads() == threads  # given back after the run
+    assert sorted(outputs[1]) == [f"photo{i}_mask.png" for i in range(5)]
+    assert outputs[3] == outputs[1]  # byte for byte
+
+
+def test_lanes_skip_existing_outputs_and_stop_cleanly_on_ctrl_c(tmp_path):
+    root, out = tmp_path / "in", tmp_path / "out"
+    for i in range(6):
+        write_pair(root, f"p{i}", seed=i)
+    plan = batch.plan_folder(root, out)
+    calls = []
+
+    def inpainter(image, mask, **options):
+        calls.append(torch.get_num_threads())
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as a Ctrl-C would, in the middle of the run
+        return np.asarray(image)
+
+    summary = batch.run_batch(plan, inpainter, progress=False, lanes=2)
+    # The interrupt reaches the main thread through the lane that raised it: the images in flight finish.
+    assert summary.interrupted or summary.done + len(summary.failures) == 6
+    written = files_under(out)
+    assert all(name.endswith("_mask.png") for name in written)  # no temporary file is left
+    assert all(count == 1 for count in calls)  # each lane runs one torch thread
+    second = batch.run_batch(plan, lambda image, mask, **o: np.asarray(image), progress=False, lanes=2)
+    assert second.skipped == len(written) and second.done == 6 - len(written)
+    assert len(files_under(out)) == 6
+
+
+def test_lanes_are_checked(capsys, ckpt, tmp_path, no_model):
+    root = tmp_path / "in"
+    write_pair(root, "a")
+    with pytest.raises(ValueError, match=re.escape("lanes must be an integer >= 1, got 0")):
+        batch.run_batch(batch.plan_folder(root, tmp_path / "out"), lambda *a, **k: None, lanes=0)
+    code, _, err = run(capsys, "inpaint", root / "a.png", root / "a_mask.png", "-o", tmp_path / "x.png",
+                       "--checkpoint", ckpt, "--lanes", "2")
+    assert code == 2 and "--lanes goes with an input folder" in err
+    code, _, err = run(capsys, "inpaint", root, "-o", tmp_path / "o", "--checkpoint", ckpt, "--lanes", "2", "--refine")
+    assert code == 2 and "--lanes goes with inpainting, not --refine" in err

@@ -162,6 +162,44 @@ def test_spectral_transform_sizes(case, dtype):
     assert relative_error(out, want) <= TOLERANCE[dtype]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("case", [(1, 8, 7, 8, 5, 50), (2, 8, 4, 8, 48, 80), (1, 12, 6, 12, 61, 83)], ids=shape_id)
+def test_spectral_transform_into_equals_the_op(case, dtype):
+    """The output accumulated into ``other`` is the op's own: bit for bit in float32 (the same oneDNN calls), within
+    rounding where plain ATen GEMMs add the terms in another order (float64, bfloat16 without oneDNN's)."""
+    batch, cin, ch, cout, h, w = case
+    weights = random_weights(cin, ch, cout, dtype, seed=h + w)
+    gen = torch.Generator().manual_seed(h * w)
+    x = torch.randn(batch, cin, h, w, generator=gen).to(dtype)
+    bias = torch.randn(cout, generator=gen).to(dtype)
+    for norm, relu, with_bias in (("ortho", True, True), ("backward", False, False)):
+        other = torch.randn(batch, cout, h, w, generator=gen).to(dtype).contiguous(memory_format=torch.channels_last)
+        want = spectral.spectral_transform(x, *weights, bias if with_bias else None, other, relu, norm)
+        target = other.clone()
+        got = spectral.spectral_transform_into(x, *weights, bias if with_bias else None, target, relu, norm)
+        assert got is target, norm
+        if dtype == torch.float32:
+            assert torch.equal(got, want), norm
+        else:
+            assert relative_error(got, want) <= {torch.float64: 1e-15, torch.bfloat16: 2 ** -7}[dtype], norm
+
+
+def test_spectral_transform_into_errors():
+    x, weights, bias, other = small_args()
+    with pytest.raises(RuntimeError, match=re.escape(
+            "spectral_transform_into: other must be channels_last contiguous")):
+        spectral.spectral_transform_into(x, *weights, bias, other.contiguous(), True, "ortho")
+    with pytest.raises(RuntimeError, match=re.escape(
+            "spectral_transform_into: no gradient is recorded; use spectral_transform for tensors that require grad")):
+        spectral.spectral_transform_into(x.requires_grad_(), *weights, bias, other, True, "ortho")
+    meta = other.to("meta").contiguous(memory_format=torch.channels_last)
+    assert torch.ops.lama_fast.spectral_transform_into.default(
+        x.detach().to("meta"), *(w.to("meta") for w in weights), None, meta, True, "ortho") is None
+    target = other.contiguous(memory_format=torch.channels_last)
+    torch.library.opcheck(torch.ops.lama_fast.spectral_transform_into.default,
+                          (x.detach(), *weights, bias, target, True, "ortho"))
+
+
 def test_matches_reference_module_float32():
     st = randomise(SpectralTransform(32, 48), seed=3)
     x = torch.randn(2, 32, 24, 40, generator=torch.Generator().manual_seed(4))

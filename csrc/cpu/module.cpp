@@ -7,9 +7,13 @@
 //   spectral_transform, fourier_unit    cpu/spectral.cpp (CPU), cuda/spectral_cuda.cpp (CUDA)
 //   spectral_transform_masked,          cpu/spectral.cpp (CPU): the forward with its ReLU masks and
 //   fourier_unit_masked, *_backward     the input gradient from them
+//   spectral_transform_into             cpu/spectral.cpp (CPU): the output accumulated into `other`
 //   winograd_weight, conv3x3_winograd,  cpu/winograd.cpp (CPU)
 //   winograd_isa, winograd_weight_transpose
 //   relu_mask, apply_mask               cpu/masks.cpp (CPU)
+//   reflect_pad_into,                   cpu/layout.cpp (CPU): a padded copy and an upsampling
+//   interleave_phases_into,             layer's output, written once into the consumer's buffer,
+//   reflect_pad_border                  and a padded buffer's border filled from its interior
 //   cuda_emulated_spectral_transform,   cpu/cuda_emulation.cpp: the CUDA pipeline on the CPU,
 //   cuda_emulated_fourier_unit,         for the tests
 //   cuda_emulated_mixed_spectrum
@@ -40,7 +44,15 @@ TORCH_LIBRARY_FRAGMENT(lama_fast, m) {
   m.def("winograd_weight_transpose(Tensor packed_weight) -> Tensor");
   m.def("relu_mask(Tensor x) -> Tensor");
   m.def("apply_mask(Tensor grad, Tensor bits) -> Tensor");
+  m.def("reflect_pad_into(Tensor x, Tensor(a!) out, int left, int right, int top, int bottom) -> ()");
+  m.def("reflect_pad_border(Tensor(a!) out, int left, int right, int top, int bottom) -> ()");
+  m.def(
+      "interleave_phases_into(Tensor p00, Tensor p01, Tensor p10, Tensor p11, Tensor(a!) out, int row0, int col0) "
+      "-> ()");
   m.def("spectral_transform_masked" LF_SPECTRAL_TRANSFORM_MASKED_ARGS);
+  m.def(
+      "spectral_transform_into(Tensor x, Tensor w1, Tensor b1, Tensor w_freq, Tensor b_freq, Tensor w2, Tensor? bias, "
+      "Tensor(a!) other, bool relu, str fft_norm) -> ()");
   m.def(
       "spectral_transform_backward(Tensor grad, Tensor masks, Tensor w1, Tensor w_freq, Tensor w2, bool relu, "
       "str fft_norm) -> (Tensor, Tensor)");

@@ -377,14 +377,15 @@ at::Tensor as_image(const at::Tensor& m) {
 }
 
 // out = act(in @ w^T + b [+ init]), written into the preallocated row-major
-// `out`; `init` (same shape as out) is added before the activation.
+// `out`; `init` (same shape as out) is added before the activation. With
+// `accumulate`, out = act(out + in @ w^T + b): out already holds the addend.
 void linear_into(const at::Tensor& in, const at::Tensor& w, const std::optional<at::Tensor>& b, bool relu,
-                 at::Tensor out, const at::Tensor* init = nullptr) {
+                 at::Tensor out, const at::Tensor* init = nullptr, bool accumulate = false) {
   if (use_onednn(in.scalar_type())) {
     // oneDNN writes into `out` only through its accumulate form: out += conv(in).
     if (init) {
       out.copy_(*init);
-    } else {
+    } else if (!accumulate) {
       out.zero_();
     }
     at::Tensor image = as_image(out);
@@ -394,7 +395,10 @@ void linear_into(const at::Tensor& in, const at::Tensor& w, const std::optional<
                                    std::nullopt);
     return;
   }
-  if (b.has_value()) {
+  if (accumulate) {
+    out.addmm_(in, w.t());
+    if (b.has_value()) out.add_(*b);
+  } else if (b.has_value()) {
     at::addmm_out(out, *b, in, w.t());
   } else {
     at::mm_out(out, in, w.t());
@@ -614,10 +618,11 @@ at::Tensor run_pipeline(const args::SpectralArgs& pb, uint8_t* masks) {
   inv.src = y.data_ptr<S>();
   inv.dst = y.data_ptr<S>();
   const int64_t Cout = d.Cout;
-  at::Tensor out = new_output(N, Cout, H, W, pb.x.options());
+  // spectral_transform_into: `other` is the output, and already holds the addend.
+  at::Tensor out = pb.into_other ? *pb.other : new_output(N, Cout, H, W, pb.x.options());
   const at::Tensor out2d = out.permute({0, 2, 3, 1}).view({rows * W, Cout});
   at::Tensor other2d;
-  if (pb.other.has_value()) {
+  if (pb.other.has_value() && !pb.into_other) {
     other2d = pb.other->contiguous(at::MemoryFormat::ChannelsLast).permute({0, 2, 3, 1}).reshape({rows * W, Cout});
   }
   const MaskJob<S> oj{out.data_ptr<S>(), nullptr, W * Cout, W * Cout, masks ? masks + lay.out_offset : nullptr,
@@ -628,7 +633,7 @@ at::Tensor run_pipeline(const args::SpectralArgs& pb, uint8_t* masks) {
     const int64_t p0 = r0 * W, np = (r1 - r0) * W;
     const at::Tensor init = other2d.defined() ? other2d.narrow(0, p0, np) : at::Tensor();
     linear_into(y.narrow(0, p0, np), pb.w2, pb.bias, pb.relu, out2d.narrow(0, p0, np),
-                other2d.defined() ? &init : nullptr);
+                other2d.defined() ? &init : nullptr, pb.into_other);
     if (masks && pb.relu) over_rows(K::pack_rows, oj, r0, r1);
   }
   return out;
@@ -949,6 +954,28 @@ std::tuple<at::Tensor, at::Tensor> spectral_transform_masked(
   return {result.first, result.second};
 }
 
+// other = act(spectral_transform(x, ..., bias) + other), written into other:
+// the FFC layer's global output accumulated onto its l2g convolution's
+// result without copying that result first.
+void spectral_transform_into(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1,
+                             const at::Tensor& w_freq, const at::Tensor& b_freq, const at::Tensor& w2,
+                             const std::optional<at::Tensor>& bias, const at::Tensor& other, bool relu,
+                             c10::string_view fft_norm) {
+  const char* op = "spectral_transform_into";
+  CpuOps::check_x(op, x);
+  args::SpectralArgs pb = args::spectral_transform_args(op, x, w1, b1, w_freq, b_freq, w2, bias, other, relu, fft_norm);
+  TORCH_CHECK(other.scalar_type() == x.scalar_type(), op, ": other is ", args::dtype_name(other.scalar_type()),
+              " but x is ", args::dtype_name(x.scalar_type()));
+  TORCH_CHECK(other.is_contiguous(at::MemoryFormat::ChannelsLast), op, ": other must be channels_last contiguous");
+  if (other.numel() == 0) return;
+  if (!CpuOps::own_fft(pb.d)) {  // the ATen FFT path makes a new output
+    other.copy_(CpuOps::run(std::move(pb)));
+    return;
+  }
+  pb.into_other = true;
+  CpuOps::run(std::move(pb));
+}
+
 std::tuple<at::Tensor, at::Tensor> fourier_unit_masked(const at::Tensor& x, const at::Tensor& w_freq,
                                                        const at::Tensor& b_freq, c10::string_view fft_norm) {
   const char* op = "fourier_unit_masked";
@@ -1041,6 +1068,7 @@ TORCH_LIBRARY_IMPL(lama_fast, CPU, m) {
   m.impl("spectral_transform", &lama_fast::args::Entry<lama_fast::CpuOps>::spectral_transform);
   m.impl("fourier_unit", &lama_fast::args::Entry<lama_fast::CpuOps>::fourier_unit);
   m.impl("spectral_transform_masked", &lama_fast::spectral_transform_masked);
+  m.impl("spectral_transform_into", &lama_fast::spectral_transform_into);
   m.impl("fourier_unit_masked", &lama_fast::fourier_unit_masked);
   m.impl("spectral_transform_backward", &lama_fast::spectral_transform_backward);
   m.impl("fourier_unit_backward", &lama_fast::fourier_unit_backward);

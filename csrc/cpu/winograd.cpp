@@ -8,7 +8,10 @@
 //   avoids a copy) -> out (N, Cout, H, W) channels_last,
 //   out = conv(x) + bias + other, then relu if asked. With reflect_pad = 1,
 //   x is the unpadded (N, Cin, H, W) input and its reflect padding by one
-//   pixel is read in place (no padded copy is made).
+//   pixel is read in place (no padded copy is made). packed_weight may also
+//   be the plain (Cout, Cin, 3, 3) weight: it is then transformed on every
+//   call into a buffer of the calling thread, so a model keeps 9 floats per
+//   kernel instead of 36 (the transform costs ~1 % of the convolution).
 // lama_fast::winograd_weight_transpose(packed_weight): the packed weight
 //   (36, Cout, Cin) of the convolution that gives the input gradient of the
 //   one of packed_weight (its kernels transposed and rotated by 180 degrees).
@@ -301,6 +304,52 @@ void output_transform_generic(const Problem& p, int64_t t0, int64_t nt, const fl
   }
 }
 
+// ---------------------------------------------------------------------------
+// The weight transform U = G k G^T of each 3x3 kernel, in float32, written in
+// packed_offset's order: one output-channel block of kNr kernels at a time,
+// lane by lane, so that the compiler vectorises over output channels. It
+// runs on every call of conv3x3_winograd with a plain weight (about 160 flops
+// a kernel, ~1 % of the convolution at LaMa's 64x64 maps), and once in
+// winograd_weight.
+
+// G (kIn x 3, see KernelTransform) rounded to float32.
+struct FloatG {
+  float g[kIn][3];
+};
+
+// Kernels ci0 .. ci1 - 1 of output-channel block `block` of the plain
+// (Cout, Cin, 3, 3) weight w into the packed weight dst.
+void pack_block_generic(const float* w, int64_t cin, int64_t cout, int64_t block, int64_t ci0, int64_t ci1,
+                        const FloatG& t, float* dst) {
+  const int64_t co0 = block * kNr;
+  const int64_t width = std::min<int64_t>(kNr, cout - co0);
+  alignas(64) float k[9][kNr];
+  alignas(64) float gk[kIn][3][kNr];
+  for (int e = 0; e < 9; ++e) std::fill(k[e] + width, k[e] + kNr, 0.0f);
+  for (int64_t ci = ci0; ci < ci1; ++ci) {
+    for (int64_t lane = 0; lane < width; ++lane) {
+      const float* src = w + ((co0 + lane) * cin + ci) * 9;
+      for (int e = 0; e < 9; ++e) k[e][lane] = src[e];
+    }
+    for (int i = 0; i < kIn; ++i) {
+      const float g0 = t.g[i][0], g1 = t.g[i][1], g2 = t.g[i][2];
+      for (int c = 0; c < 3; ++c) {
+        for (int lane = 0; lane < kNr; ++lane) gk[i][c][lane] = g0 * k[c][lane] + g1 * k[3 + c][lane] + g2 * k[6 + c][lane];
+      }
+    }
+    float* base = dst + co0 * cin + ci * width;
+    for (int i = 0; i < kIn; ++i) {
+      for (int j = 0; j < kIn; ++j) {
+        const float h0 = t.g[j][0], h1 = t.g[j][1], h2 = t.g[j][2];
+        float* row = base + (i * kIn + j) * cin * cout;
+        for (int64_t lane = 0; lane < width; ++lane) {
+          row[lane] = gk[i][0][lane] * h0 + gk[i][1][lane] * h1 + gk[i][2][lane] * h2;
+        }
+      }
+    }
+  }
+}
+
 #ifdef LAMA_WINOGRAD_X86
 // ---------------------------------------------------------------------------
 // AVX2 + FMA kernels: the portable transforms compiled for AVX2, and a 6x16
@@ -315,6 +364,11 @@ __attribute__((flatten)) void input_transform_avx2(const Problem& p, int64_t t0,
 
 __attribute__((flatten)) void output_transform_avx2(const Problem& p, int64_t t0, int64_t nt, const float* m) {
   output_transform_generic(p, t0, nt, m);
+}
+
+__attribute__((flatten)) void pack_block_avx2(const float* w, int64_t cin, int64_t cout, int64_t block,
+                                              int64_t ci0, int64_t ci1, const FloatG& t, float* dst) {
+  pack_block_generic(w, cin, cout, block, ci0, ci1, t, dst);
 }
 
 // C[MR x 16] (+)= A[MR x K] B[K x 16].
@@ -445,6 +499,11 @@ __attribute__((always_inline)) inline void input_group_avx512(const float* const
       }
     }
   }
+}
+
+__attribute__((flatten)) void pack_block_avx512(const float* w, int64_t cin, int64_t cout, int64_t block,
+                                                int64_t ci0, int64_t ci1, const FloatG& t, float* dst) {
+  pack_block_generic(w, cin, cout, block, ci0, ci1, t, dst);
 }
 
 void input_transform_avx512(const Problem& p, int64_t t0, int64_t nt, int64_t k0, int64_t k_len, float* v) {
@@ -634,6 +693,7 @@ struct Kernels {
   void (*input)(const Problem&, int64_t, int64_t, int64_t, int64_t, float*);
   void (*gemm)(const Problem&, int64_t, int64_t, int64_t, const float*, float*);
   void (*output)(const Problem&, int64_t, int64_t, const float*);
+  void (*pack)(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, const FloatG&, float*);
   const char* name;
 };
 
@@ -646,13 +706,13 @@ Kernels select_kernels() {
   static const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   static const bool has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f");
   if (has_avx512 && cap != "generic" && cap != "avx2") {
-    return {input_transform_avx512, gemm_avx512, output_transform_avx512, "avx512"};
+    return {input_transform_avx512, gemm_avx512, output_transform_avx512, pack_block_avx512, "avx512"};
   }
   if (has_avx2 && cap != "generic") {
-    return {input_transform_avx2, gemm_avx2, output_transform_avx2, "avx2"};
+    return {input_transform_avx2, gemm_avx2, output_transform_avx2, pack_block_avx2, "avx2"};
   }
 #endif
-  return {input_transform_generic, gemm_generic, output_transform_generic, "generic"};
+  return {input_transform_generic, gemm_generic, output_transform_generic, pack_block_generic, "generic"};
 }
 
 // Per-thread buffer reused between calls (the threads of the pool persist).
@@ -677,6 +737,8 @@ class Workspace {
 };
 
 thread_local Workspace tls_workspace;
+// The packed weight of a call with a plain weight, per calling thread.
+thread_local Workspace tls_packed;
 
 // Tiles per block: V and M of one block (36 * tiles * (ldv + ldm) floats)
 // take about 1.5 MiB, measured best on LaMa's shapes with a 1 MiB L2 per
@@ -811,28 +873,52 @@ struct KernelRecovery {
   }
 };
 
-at::Tensor winograd_weight(const at::Tensor& weight) {
-  TORCH_CHECK(weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3,
-              "winograd_weight: expected a weight of shape (Cout, Cin, 3, 3), got ", weight.sizes());
-  TORCH_CHECK(weight.scalar_type() == at::kFloat, "winograd_weight: expected a float32 weight, got ",
-              weight.scalar_type());
-  const int64_t cout = weight.size(0);
-  const int64_t cin = weight.size(1);
-  TORCH_CHECK(cout > 0 && cin > 0, "winograd_weight: expected a non-empty weight, got ", weight.sizes());
-  const KernelTransform transform;
-  const at::Tensor w = weight.to(at::kDouble).contiguous();
-  at::Tensor packed = at::empty({kPos, cin, cout}, weight.options());
-  const double* src = w.data_ptr<double>();
-  float* dst = packed.data_ptr<float>();
-  at::parallel_for(0, cout, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t co = begin; co < end; ++co) {
-      for (int64_t ci = 0; ci < cin; ++ci) {
-        double u[kPos];
-        transform.apply(src + (co * cin + ci) * 9, u);
-        for (int pos = 0; pos < kPos; ++pos) dst[packed_offset(pos, ci, co, cin, cout)] = static_cast<float>(u[pos]);
-      }
+// G rounded to float32, for the weight transform.
+const FloatG& float_g() {
+  static const FloatG g = [] {
+    const KernelTransform t;
+    FloatG f{};
+    for (int i = 0; i < kIn; ++i) {
+      for (int c = 0; c < 3; ++c) f.g[i][c] = static_cast<float>(t.g[i][c]);
+    }
+    return f;
+  }();
+  return g;
+}
+
+// Input channels per task of the weight transform.
+constexpr int64_t kPackChannels = 32;
+
+// The packed weight of the contiguous float32 (Cout, Cin, 3, 3) weight w
+// into dst (36 * Cin * Cout floats).
+void pack_weight(const float* w, int64_t cin, int64_t cout, float* dst, const Kernels& kernels) {
+  const FloatG& g = float_g();
+  const int64_t blocks = ceil_div(cout, kNr);
+  const int64_t chunks = ceil_div(cin, kPackChannels);
+  at::parallel_for(0, blocks * chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t block = task / chunks;
+      const int64_t ci0 = (task - block * chunks) * kPackChannels;
+      kernels.pack(w, cin, cout, block, ci0, std::min(cin, ci0 + kPackChannels), g, dst);
     }
   });
+}
+
+// The checks on a plain weight, for `op`.
+void check_plain_weight(const at::Tensor& weight, const char* op) {
+  TORCH_CHECK(weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3, op,
+              ": expected a weight of shape (Cout, Cin, 3, 3), got ", weight.sizes());
+  TORCH_CHECK(weight.scalar_type() == at::kFloat, op, ": expected a float32 weight, got ", weight.scalar_type());
+  TORCH_CHECK(weight.size(0) > 0 && weight.size(1) > 0, op, ": expected a non-empty weight, got ", weight.sizes());
+}
+
+at::Tensor winograd_weight(const at::Tensor& weight) {
+  check_plain_weight(weight, "winograd_weight");
+  const int64_t cout = weight.size(0);
+  const int64_t cin = weight.size(1);
+  const at::Tensor w = weight.contiguous();
+  at::Tensor packed = at::empty({kPos, cin, cout}, weight.options());
+  pack_weight(w.data_ptr<float>(), cin, cout, packed.data_ptr<float>(), select_kernels());
   return packed;
 }
 
@@ -878,17 +964,23 @@ at::Tensor conv3x3_winograd(const at::Tensor& x, const at::Tensor& packed_weight
               reflect_pad);
   TORCH_CHECK(x.dim() == 4, "conv3x3_winograd: expected x of shape (N, Cin, H+2, W+2), got ", x.sizes());
   TORCH_CHECK(x.scalar_type() == at::kFloat, "conv3x3_winograd: expected float32 x, got ", x.scalar_type());
-  TORCH_CHECK(packed_weight.dim() == 3 && packed_weight.size(0) == kPos,
-              "conv3x3_winograd: expected a packed weight of shape (36, Cin, Cout) from winograd_weight, got ",
-              packed_weight.sizes());
-  TORCH_CHECK(packed_weight.scalar_type() == at::kFloat, "conv3x3_winograd: expected a float32 packed weight, got ",
-              packed_weight.scalar_type());
-  TORCH_CHECK(packed_weight.is_contiguous(), "conv3x3_winograd: the packed weight must be contiguous");
+  const bool plain = packed_weight.dim() == 4;
+  if (plain) {
+    check_plain_weight(packed_weight, "conv3x3_winograd");
+    TORCH_CHECK(packed_weight.is_contiguous(), "conv3x3_winograd: the weight must be contiguous");
+  } else {
+    TORCH_CHECK(packed_weight.dim() == 3 && packed_weight.size(0) == kPos,
+                "conv3x3_winograd: expected a weight of shape (Cout, Cin, 3, 3) or a packed weight of shape "
+                "(36, Cin, Cout) from winograd_weight, got ", packed_weight.sizes());
+    TORCH_CHECK(packed_weight.scalar_type() == at::kFloat, "conv3x3_winograd: expected a float32 packed weight, got ",
+                packed_weight.scalar_type());
+    TORCH_CHECK(packed_weight.is_contiguous(), "conv3x3_winograd: the packed weight must be contiguous");
+  }
   const int64_t batch = x.size(0);
   const int64_t cin = x.size(1);
-  const int64_t cout = packed_weight.size(2);
-  TORCH_CHECK(packed_weight.size(1) == cin, "conv3x3_winograd: x has ", cin, " channels, the weight expects ",
-              packed_weight.size(1));
+  const int64_t cout = packed_weight.size(plain ? 0 : 2);
+  const int64_t weight_cin = packed_weight.size(1);
+  TORCH_CHECK(weight_cin == cin, "conv3x3_winograd: x has ", cin, " channels, the weight expects ", weight_cin);
   if (reflect_pad) {
     TORCH_CHECK(x.size(2) >= 2 && x.size(3) >= 2,
                 "conv3x3_winograd: reflect padding needs at least 2x2 pixels, got ", x.sizes());
@@ -933,12 +1025,19 @@ at::Tensor conv3x3_winograd(const at::Tensor& x, const at::Tensor& packed_weight
   p.tiles_w = ceil_div(w, kOut);
   p.tiles = batch * p.tiles_h * p.tiles_w;
   p.x = xc.data_ptr<float>();
-  p.u = packed_weight.data_ptr<float>();
+  const Kernels kernels = select_kernels();
+  if (plain) {
+    float* u = tls_packed.get(kPos * cin * cout);
+    pack_weight(packed_weight.data_ptr<float>(), cin, cout, u, kernels);
+    p.u = u;
+  } else {
+    p.u = packed_weight.data_ptr<float>();
+  }
   p.bias = bias_c.defined() ? bias_c.data_ptr<float>() : nullptr;
   p.other = other_c.defined() ? other_c.data_ptr<float>() : nullptr;
   p.out = out.data_ptr<float>();
   p.relu = relu;
-  run_conv(p, select_kernels());
+  run_conv(p, kernels);
   return out;
 }
 

@@ -27,7 +27,9 @@ def not_supported_reasons(device: torch.device, dtype: torch.dtype, model: Optio
     except ImportError as error:  # a broken install: the ops package itself is missing
         reasons.append(f"lama_fast.ops does not import ({error})")
     else:
-        reasons += spectral_reasons()
+        from ..ops.layout import layout_reasons
+
+        reasons += spectral_reasons() + layout_reasons()
     return reasons + lama_layers_reasons(model, "cpu")
 
 

@@ -25,6 +25,8 @@ def inpaint_on_ray(args, source: Optional[str]) -> int:
         raise CliError(f"--ray needs the distributed extra: {'; '.join(why)}")
     if args.mask or args.mask_opt or args.explain:
         raise CliError("--ray runs a folder or a manifest: no MASK or --explain")
+    if args.lanes is not None:
+        raise CliError("--lanes goes with a folder run on this machine; with --ray, set --ray-workers and --ray-threads")
     if is_manifest(source):
         if args.mask_dir is not None:
             raise CliError("--mask-dir goes with an input folder; a manifest names each mask")

@@ -50,7 +50,11 @@ def cmd_inpaint(args) -> int:
         if getattr(args, option) is not None:
             raise CliError(f"--{option.replace('_', '-')} goes with --ray")
     if source and Path(source).is_dir():
+        if args.lanes is not None and args.refine:
+            raise CliError("--lanes goes with inpainting, not --refine (refinement uses every core per image)")
         return _inpaint_folder(args, Path(source))
+    if args.lanes is not None:
+        raise CliError("--lanes goes with an input folder")
     return _inpaint_image(args)
 
 
@@ -290,7 +294,7 @@ def _inpaint_folder(args, input_dir: Path) -> int:
                                   options=refine_options(args), save=save_options(args))
     else:
         summary = batch.run_batch(plan, load=load_once, overwrite=args.overwrite, options=inpaint_options(args),
-                                  save=save_options(args))
+                                  save=save_options(args), lanes=args.lanes or 1)
     if summary.removed_leftovers:
         print(f"removed {len(summary.removed_leftovers)} temporary files left by an interrupted run",
               file=sys.stderr)
@@ -338,6 +342,9 @@ def add_parser(add_command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--max-memory", type=max_memory,
                    help="memory a run may use, e.g. 4G or 512M (default: what the machine has free)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: keep and skip them)")
+    p.add_argument("--lanes", type=int_in(1, None, "lanes"), metavar="N",
+                   help="with an input folder: N images in flight, each on one core (default 1: one image at a "
+                        "time on every core); more throughput on small images, N images' memory")
     p.add_argument("--output-format", choices=("png", "jpg", "same"),
                    help="with an input folder: png (default), jpg, or same as each image")
     p.add_argument("--jpeg-quality", type=int_in(1, 100, "JPEG quality"), default=95,

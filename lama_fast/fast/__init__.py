@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
+from ..memory import release_free_heap
 from ..rewrite import UnsupportedModelError, batchnorm_scale_shift, fold_batchnorm, input_channels
 from ..rewrite.run import chain, check_input, to_channels_last
 from .convert import convert_ffc_layer, convert_stages
@@ -43,6 +44,9 @@ class FastGenerator(nn.Module):
         # Work buffers reused between calls, per thread (see layers.Workspace); a
         # thread's buffers go when the thread does.
         self.keep_buffers = True
+        # The first call first returns the heap's free pages to the system: the generator this
+        # module was built from is usually dropped by then (see memory.release_free_heap).
+        self._heap_released = False
         self._work_buffers: "weakref.WeakKeyDictionary[threading.Thread, Dict[Any, torch.Tensor]]" = \
             weakref.WeakKeyDictionary()
         # Inpainter reads the device and dtype of its generator's inputs from here.
@@ -79,6 +83,9 @@ class FastGenerator(nn.Module):
         check_input(x, self.in_channels)
         if x.device.type != "cpu":
             raise ValueError(f"the cpu backend runs on CPU tensors, got one on {x.device}")
+        if not self._heap_released:
+            self._heap_released = True
+            release_free_heap()
         previous = WORKSPACE.active
         WORKSPACE.active = self._work_buffers.setdefault(threading.current_thread(), {}) if self.keep_buffers else None
         try:

@@ -8,13 +8,14 @@ one-pixel reflect padding in place instead).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import List, Optional
 
 import torch
 from torch import nn
 
 from ..rewrite import FFC, Conv, ConvTranspose, Pad, Record, fold_pads, iter_records, rewrite_ffc_layer
-from ..rewrite.run import build_stages
+from ..rewrite.run import build_stages, fuse_concat
 from .ffc import FastFFC, FusedSpectral
 from .layers import ConvStage, PackedConv, chooses_winograd, winograd_fits
 from .stripes import pair_up
@@ -33,8 +34,16 @@ def fast_ffc(ffc: FFC, dtype: torch.dtype, conv_algorithm: str = "auto") -> Fast
     def packed(conv: Optional[Conv], algorithm: str) -> Optional[PackedConv]:
         return None if conv is None else packed_conv(conv, dtype, algorithm)
 
+    merged = None
+    if ffc.merged is not None:
+        # Two convolutions sharing one padded input, so that each output is a tensor of its own (the
+        # next layer reads it without copying a channel slice).
+        conv, halves = ffc.merged, (slice(0, ffc.split), slice(ffc.split, None))
+        merged = tuple(packed_conv(replace(conv, weight=conv.weight[part],
+                                           bias=None if conv.bias is None else conv.bias[part]), dtype)
+                       for part in halves)
     return FastFFC(packed(ffc.l2l, conv_algorithm), packed(ffc.g2l, conv_algorithm), packed(ffc.l2g, conv_algorithm),
-                   None if ffc.spectral is None else FusedSpectral(ffc.spectral, dtype), packed(ffc.merged, "direct"),
+                   None if ffc.spectral is None else FusedSpectral(ffc.spectral, dtype), merged,
                    None if ffc.bias_g is None else ffc.bias_g.to(dtype), ffc.act_l, ffc.act_g, ffc.split)
 
 
@@ -75,7 +84,8 @@ def convert_stages(generator: nn.Module, dtype: torch.dtype, output_conv_dtype: 
                                    record.output_padding, record.dilation, record.activation)
 
     records = fold_pads(iter_records(generator), folds)
-    return pair_up(build_stages(records, lambda ffc: fast_ffc(ffc, dtype, conv_algorithm), conv, transpose))
+    return pair_up(fuse_concat(build_stages(records, lambda ffc: fast_ffc(ffc, dtype, conv_algorithm), conv,
+                                            transpose)))
 
 
 __all__ = ["convert_stages", "convert_ffc_layer", "fast_ffc", "packed_conv"]

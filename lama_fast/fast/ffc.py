@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from ..ops.spectral import spectral_transform
+from ..ops.spectral import spectral_transform, spectral_transform_into
 from ..rewrite import Spectral
 from ..rewrite.run import Branches, global_output
 from .layers import PackedConv
@@ -30,6 +30,11 @@ class FusedSpectral:
                  relu: bool) -> torch.Tensor:
         if self.downsample:
             x = F.avg_pool2d(x, kernel_size=2, stride=2)
+        if other is not None and not (torch.is_grad_enabled() and (x.requires_grad or other.requires_grad)) \
+                and other.is_contiguous(memory_format=torch.channels_last):
+            # ``other`` is the l2g convolution's new output: the spectral transform accumulates onto it.
+            return spectral_transform_into(x, self.w1, self.b1, self.w_freq, self.b_freq, self.w2, bias, other,
+                                           relu, self.fft_norm)
         return spectral_transform(x, self.w1, self.b1, self.w_freq, self.b_freq, self.w2, bias, other, relu,
                                   self.fft_norm)
 
@@ -38,11 +43,12 @@ class FastFFC:
     """One FFC layer (``lama_fast.rewrite.FFC``) on the CPU: (local, global) in, (local, global) out.
 
     The padded copy of an input is made once for the convolutions that share it; the
-    second convolution of an output adds the first's result (oneDNN's fused add).
+    second convolution of an output adds the first's result (oneDNN's fused add).  A layer
+    without global input has ``merged``: its local and global convolutions, one padded input.
     """
 
     def __init__(self, l2l: Optional[PackedConv], g2l: Optional[PackedConv], l2g: Optional[PackedConv],
-                 spectral: Optional[FusedSpectral], merged: Optional[PackedConv],
+                 spectral: Optional[FusedSpectral], merged: Optional[Tuple[PackedConv, PackedConv]],
                  bias_g: Optional[torch.Tensor], act_l: Optional[str], act_g: Optional[str], split: int) -> None:
         self.l2l, self.g2l, self.l2g, self.spectral, self.merged = l2l, g2l, l2g, spectral, merged
         # The global output's folded BatchNorm shift when no l2g convolution carries it.
@@ -53,19 +59,22 @@ class FastFFC:
     def __call__(self, x: Branches) -> Branches:
         x_l, x_g = x
         if self.merged is not None:
-            both = self.merged.run(x_l, self.act_l)
-            return both[:, : self.split], both[:, self.split:]
+            to_local, to_global = self.merged
+            if to_local.wants_stripes(x_l):
+                return to_local.run(x_l, self.act_l), to_global.run(x_l, self.act_l)
+            padded = to_local.pad(x_l)
+            return to_local(padded, None, self.act_l), to_global(padded, None, self.act_l)
         if self.l2l is not None and self.g2l is None and self.l2g is None and self.spectral is None:
             return self.l2l.run(x_l, self.act_l), None
         local = None
         # The local input's padded copy, shared by l2l and l2g (made once, and not at
         # all when both read their padding in place).
-        padded_l = self.l2l.pad(x_l, "local") if self.l2l is not None else None
+        padded_l = self.l2l.pad(x_l) if self.l2l is not None else None
         if self.l2g is not None and (padded_l is None or self.l2l.explicit_padding != self.l2g.explicit_padding):
-            padded_for_l2g = self.l2g.pad(x_l, "local-global")
+            padded_for_l2g = self.l2g.pad(x_l)
         else:
             padded_for_l2g = padded_l
-        padded_g = self.g2l.pad(x_g, "global") if self.g2l is not None else None
+        padded_g = self.g2l.pad(x_g) if self.g2l is not None else None
         # Local output: the second convolution adds the first's result and applies the activation.
         if self.l2l is not None and self.g2l is not None:
             local = self.g2l(padded_g, self.l2l(padded_l), self.act_l)

@@ -1,7 +1,7 @@
 """The fast CPU generator's convolution, its work buffers and its stripe sizes.
 
 Every convolution holds weights with BatchNorm already folded in, laid out once
-(oneDNN's blocked format for float32 and bfloat16, or the Winograd domain), and
+(oneDNN's blocked format for float32 and bfloat16, or plain for the Winograd kernels), and
 works on channels-last activations.  float64 runs the same blocks through plain
 PyTorch convolutions, which makes the rewrite itself checkable to 1e-12.  The
 upsampling layers are in ``transpose``, the FFC layer in ``ffc``, the striped
@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Dict, Hashable, Optional, Sequence, Tuple
+from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from ..ops.winograd import conv3x3_winograd, winograd_reasons, winograd_weight
+from ..ops.layout import layout_ops_available, reflect_pad_into
+from ..ops.winograd import conv3x3_winograd, winograd_reasons
 from ..rewrite.run import CHANNELS_LAST, activate, to_channels_last
 
 # Layers whose (padded) input is larger than this run in horizontal stripes, so that
@@ -29,54 +30,65 @@ ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 CONV_ALGORITHMS = ("auto", "direct", "winograd")
 
 
+# Pooled buffers are allocated in multiples of this, so that a slightly larger
+# request later (a padded copy after an unpadded output) reuses the same one.
+POOL_GRANULE = 4 << 20
+
+
+def _use_count(storage_owner: torch.Tensor) -> int:
+    return torch._C._storage_Use_Count(storage_owner.untyped_storage()._cdata)
+
+
 class Workspace(threading.local):
-    """Buffers kept between calls, one set per thread.
+    """Buffers kept between calls, one pool per thread.
 
     Memory touched for the first time costs page faults (about 18 ms per
     100 MB measured here), and glibc maps every allocation above 32 MB fresh,
     so each padded copy or encoder/decoder output of a 512x512 image would pay
     that on every call.  ``FastGenerator`` activates a workspace around its
-    forward; buffers up to ``STRIPE_ABOVE_BYTES`` are then reused (larger
-    layers run in stripes and keep nothing).
+    forward; requests up to ``STRIPE_ABOVE_BYTES`` then come from a pool of
+    flat buffers (larger layers run in stripes and keep nothing).
+
+    A pooled buffer is handed out again only when no tensor uses its memory
+    any more (its storage's use count is back to the pool's own), so the pool
+    holds as many buffers as were ever in use at once -- three at 512x512 --
+    rather than one per layer.
     """
 
     def __init__(self) -> None:
-        self.active: Optional[Dict[Hashable, torch.Tensor]] = None
+        self.active: Optional[Dict[Hashable, Any]] = None
 
-    def buffer(self, key: Hashable, shape: Sequence[int], dtype: torch.dtype) -> Optional[torch.Tensor]:
-        """A reusable channels-last buffer for ``key`` (None when inactive or too large)."""
+    def buffer(self, shape: Sequence[int], dtype: torch.dtype) -> Optional[torch.Tensor]:
+        """A channels-last tensor of ``shape`` whose memory no other live tensor uses (None when the workspace is
+        inactive or the request too large); its contents are undefined."""
         store = self.active
         if store is None:
             return None
         shape = tuple(int(s) for s in shape)
-        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        nbytes = math.prod(shape) * itemsize
         if nbytes > STRIPE_ABOVE_BYTES:
             return None
-        cached = store.get(key)
-        if cached is None or tuple(cached.shape) != shape or cached.dtype != dtype:
-            cached = torch.empty(shape, dtype=dtype, memory_format=CHANNELS_LAST)
-            store[key] = cached
-        return cached
+        pool: List[torch.Tensor] = store.setdefault("pool", [])
+        free = [(i, b) for i, b in enumerate(pool) if _use_count(b) == _FREE_COUNT]
+        fitting = [(b.numel(), i) for i, b in free if b.numel() >= nbytes]
+        if fitting:
+            base = pool[min(fitting)[1]]
+        else:
+            if free:  # a free buffer too small for this request: replace it rather than keep both
+                pool.pop(max(free, key=lambda item: item[1].numel())[0])
+            base = torch.empty(-(-nbytes // POOL_GRANULE) * POOL_GRANULE, dtype=torch.uint8)
+            pool.append(base)
+        batch, channels, height, width = shape
+        strides = (height * width * channels, 1, width * channels, channels)
+        return torch.empty(0, dtype=dtype).set_(base.untyped_storage(), 0, shape, strides)
+
+
+# The use count of a pooled buffer's storage that no tensor but the pool uses.
+_FREE_COUNT = _use_count(torch.empty(1, dtype=torch.uint8))
 
 
 WORKSPACE = Workspace()
-
-
-def reflect_pad_into(out: torch.Tensor, x: torch.Tensor, padding: Tuple[int, int, int, int]) -> torch.Tensor:
-    """``F.pad(x, padding, mode="reflect")`` written into ``out``."""
-    left, right, top, bottom = padding
-    height, width = x.shape[-2:]
-    rows = out[:, :, top:top + height]
-    rows[..., left:left + width].copy_(x)
-    if left:
-        rows[..., :left].copy_(x[..., 1:left + 1].flip(-1))
-    if right:
-        rows[..., left + width:].copy_(x[..., width - 1 - right:width - 1].flip(-1))
-    if top:
-        out[:, :, :top].copy_(out[:, :, top + 1:2 * top + 1].flip(-2))
-    if bottom:
-        out[:, :, top + height:].copy_(out[:, :, top + height - 1 - bottom:top + height - 1].flip(-2))
-    return out
 
 
 def _pair(value) -> Tuple[int, int]:
@@ -143,7 +155,9 @@ class PackedConv:
             raise ValueError("the Winograd convolution needs float32, a 3x3 kernel, stride 1, dilation 1 and "
                              "explicit (non-zero) padding")
         if chooses_winograd(algorithm, fits):
-            self.winograd = winograd_weight(self.weight)
+            # Kept plain (Cout, Cin, 3, 3): conv3x3_winograd transforms it on each call into a reused
+            # buffer, a quarter of the memory of the transformed weight for ~1 % of the time.
+            self.winograd = self.weight
             self.bias = None if self.bias is None else self.bias.float()
             # The Winograd kernels read a one-pixel reflect padding in place.
             if self.padding_mode == "reflect" and self.explicit_padding == (1, 1, 1, 1):
@@ -157,20 +171,23 @@ class PackedConv:
             )
             self.weight = None  # the packed copy is the only one used
 
-    def pad(self, x: torch.Tensor, role: Hashable = "x") -> torch.Tensor:
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution's explicit padding of ``x`` (channels last, in its dtype), or ``x`` itself.
 
-        The padded copy goes into the workspace buffer of ``role`` when one is active.
+        The padded copy goes into a workspace buffer when a workspace is active.
         """
-        x = x.to(self.dtype)
+        x = to_channels_last(x.to(self.dtype))
         if self.explicit_padding is None:
-            return to_channels_last(x)
+            return x
         left, right, top, bottom = self.explicit_padding
-        if self.padding_mode == "reflect":
+        # The layout op has no autograd formula: a padding that gradients flow through stays F.pad.
+        tracked = torch.is_grad_enabled() and x.requires_grad
+        if self.padding_mode == "reflect" and layout_ops_available() and not tracked:
             shape = (*x.shape[:2], x.shape[2] + top + bottom, x.shape[3] + left + right)
-            target = WORKSPACE.buffer(("pad", role), shape, self.dtype)
-            if target is not None:
-                return reflect_pad_into(target, x, self.explicit_padding)
+            target = WORKSPACE.buffer(shape, self.dtype)
+            if target is None:
+                target = torch.empty(shape, dtype=self.dtype, memory_format=CHANNELS_LAST)
+            return reflect_pad_into(x, target, self.explicit_padding)
         return to_channels_last(F.pad(x, self.explicit_padding, mode=self.padding_mode))
 
     def wants_stripes(self, x: torch.Tensor) -> bool:
@@ -181,18 +198,27 @@ class PackedConv:
     def run(self, x: torch.Tensor, activation: Optional[str] = None) -> torch.Tensor:
         """``act(conv(pad(x)) + bias)``, in stripes of output rows when ``x`` is large.
 
-        With an active workspace the output goes into this convolution's own buffer
-        there, so it stays valid until this convolution runs again.
+        With an active workspace the output goes into a pooled buffer there, which is
+        not handed out again while the output (or a view of it) lives.
         """
         if not self.wants_stripes(x):
-            padded = self.pad(x)
-            if self.onednn:
-                shape = self.output_shape(padded.shape)
-                target = WORKSPACE.buffer(("out", id(self)), shape, self.dtype)
-                if target is not None and shape[0] == 1:
-                    self.into(target, padded, activation)
-                    return target
-            return self(padded, None, activation)
+            return self.run_padded(self.pad(x), activation)
+        return self._run_stripes(x, activation)
+
+    def run_padded(self, padded: torch.Tensor, activation: Optional[str] = None) -> torch.Tensor:
+        """``run`` on an input already padded (``pad``'s result, or a buffer a layer wrote padded)."""
+        if self.onednn:
+            # Into a pooled buffer: zeroing it (oneDNN's only in-place form accumulates) costs less
+            # than the page faults of a new output above glibc's mmap threshold (measured 4 % of a
+            # 512x512 forward).
+            shape = self.output_shape(padded.shape)
+            target = WORKSPACE.buffer(shape, self.dtype)
+            if target is not None and shape[0] == 1:
+                self.into(target, padded, activation)
+                return target
+        return self(padded, None, activation)
+
+    def _run_stripes(self, x: torch.Tensor, activation: Optional[str]) -> torch.Tensor:
         x = x.to(self.dtype)
         batch, channels, height, width = x.shape
         pad_l, pad_r, pad_t, pad_b = self.explicit_padding or (0, 0, 0, 0)

@@ -6,6 +6,7 @@ from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 
+from ..ops.layout import layout_ops_available
 from ..rewrite import UnsupportedModelError
 from ..rewrite.run import Layer
 from . import layers  # its stripe sizes are read at call time (tests and benchmarks change them)
@@ -29,6 +30,9 @@ class StripedPair:
         self.first_size, self.first_rows, self.first_bytes = first_size, first_rows, first_bytes
         self.wrap_tuple = wrap_tuple
 
+    def writes_padded(self, x: torch.Tensor) -> bool:
+        return _writes_padded(self.first, self.second.conv, x)
+
     def __call__(self, x):
         x_in = x[0] if isinstance(x, tuple) else x
         if isinstance(x, tuple) and x[1] is not None:
@@ -37,6 +41,10 @@ class StripedPair:
         batch, _, height, width = x_in.shape
         mid_h, mid_w = self.first_size(height, width)
         if self.first_bytes(batch, mid_h, mid_w) <= layers.STRIPE_ABOVE_BYTES:
+            if self.writes_padded(x_in):
+                # The upsampling layer writes into the interior of the convolution's padded input.
+                return self.second.conv.run_padded(self.first.padded_output(x_in, conv.explicit_padding),
+                                                   self.second.activation)
             return self.second_stage(self.first(x))
         out_h, out_w = conv.output_size(mid_h, mid_w)
         out = torch.empty((batch, conv.out_channels, out_h, out_w), dtype=conv.dtype,
@@ -53,6 +61,13 @@ class StripedPair:
                 last = min(out_h, first + rows)
                 out[n:n + 1, :, first:last].copy_(conv.output_rows(middle, mid_h, first, last, self.second.activation))
         return (out, None) if self.wrap_tuple else out
+
+
+def _writes_padded(first: Any, conv: PackedConv, x: torch.Tensor) -> bool:
+    """Whether ``first`` can write its output into the interior of ``conv``'s reflect-padded input."""
+    return (isinstance(first, PackedConvTranspose) and first.phases is not None and conv.padding_mode == "reflect"
+            and conv.explicit_padding is not None and layout_ops_available()
+            and not (torch.is_grad_enabled() and x.requires_grad))
 
 
 def _single_conv(stage: Any) -> Optional[PackedConv]:

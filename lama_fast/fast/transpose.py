@@ -7,8 +7,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from ..ops.layout import interleave_phases_into, layout_ops_available, reflect_pad_border
 from ..rewrite.run import CHANNELS_LAST, activate, to_channels_last
-from . import layers  # its stripe sizes are read at call time (tests and benchmarks change them)
 from .layers import WORKSPACE, PackedConv, _pair
 
 # For LaMa's upsampling layers (ConvTranspose2d, 3x3, stride 2, padding 1, output
@@ -16,6 +16,8 @@ from .layers import WORKSPACE, PackedConv, _pair
 # row 1), rows m and m + 1 when a = 1 (kernel rows 2 and 0); the same for columns.
 # PHASE_TAPS[a] lists those kernel indices for input offsets 0, 1.
 PHASE_TAPS = ((1,), (2, 0))
+# Output bytes of one stripe of the phase convolutions.
+PHASE_STRIPE_BYTES = 16 << 20
 
 
 def phase_weights(weight: torch.Tensor, a: int, b: int) -> torch.Tensor:
@@ -31,10 +33,11 @@ class PackedConvTranspose:
     """A transposed convolution with folded BatchNorm and an optional ReLU.
 
     LaMa's stride-2 3x3 upsampling layers run as four ordinary convolutions, one
-    per output phase, with 1x1, 1x2, 2x1 and 2x2 kernels over the input
-    zero-padded by one row and column (9 taps in all, as many as the transposed
-    convolution has), each with prepacked oneDNN weights, then interleaved into
-    the output.  Other geometries use ``conv_transpose2d``.
+    per output phase, with 1x1, 1x2, 2x1 and 2x2 kernels (9 taps in all, as many
+    as the transposed convolution has), each with prepacked oneDNN weights and
+    its own zero padding, on stripes of input rows read in place; the phases are
+    interleaved into the output in one pass (``interleave_phases_into``).  Other
+    geometries use ``conv_transpose2d``.
     """
 
     def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], dtype: torch.dtype,
@@ -54,8 +57,10 @@ class PackedConvTranspose:
         if lama_geometry:
             exact = weight.detach().double()
             exact_bias = None if bias is None else bias.detach().double()
-            self.phases = [[PackedConv(phase_weights(exact, a, b), exact_bias, dtype) for b in range(2)]
-                           for a in range(2)]
+            # A two-tap axis is zero-padded by one on both sides by the convolution itself: its output
+            # then starts one row (column) early, which interleave_phases_into skips.
+            self.phases = [[PackedConv(phase_weights(exact, a, b), exact_bias, dtype, conv_padding=(a, b))
+                            for b in range(2)] for a in range(2)]
             self.weight = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -67,17 +72,32 @@ class PackedConvTranspose:
         )
         return to_channels_last(activate(out, self.activation))
 
-    def _by_phases(self, x: torch.Tensor) -> torch.Tensor:
-        """The four phase convolutions, a stripe of input rows at a time."""
+    def padded_output(self, x: torch.Tensor, padding) -> torch.Tensor:
+        """``F.pad(self(x), padding, mode="reflect")``, the output written straight into the padded buffer's
+        interior and the border reflected in place (no padded copy); LaMa's geometry, layout ops present."""
+        x = to_channels_last(x.to(self.dtype))
+        batch, _, height, width = x.shape
+        left, right, top, bottom = padding
+        shape = (batch, self.out_channels, 2 * height + top + bottom, 2 * width + left + right)
+        padded = WORKSPACE.buffer(shape, self.dtype)
+        if padded is None:
+            padded = torch.empty(shape, dtype=self.dtype, memory_format=CHANNELS_LAST)
+        self._by_phases(x, padded[:, :, top:top + 2 * height, left:left + 2 * width])
+        return reflect_pad_border(padded, padding)
+
+    def _by_phases(self, x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The four phase convolutions, a stripe of input rows at a time (into ``out`` when given)."""
         batch, _, height, width = x.shape
         channels = self.out_channels
         shape = (batch, channels, 2 * height, 2 * width)
-        out = WORKSPACE.buffer(("out", id(self)), shape, self.dtype)
+        if out is None:
+            out = WORKSPACE.buffer(shape, self.dtype)
         if out is None:
             out = torch.empty(shape, dtype=self.dtype, memory_format=CHANNELS_LAST)
+        # Stripes of about PHASE_STRIPE_BYTES of output: the padded input rows and the phase outputs of
+        # one stripe are then cache-sized temporaries instead of whole-layer copies.
         row_bytes = 4 * channels * width * out.element_size()
-        rows = height if out.numel() * out.element_size() <= layers.STRIPE_ABOVE_BYTES else max(
-            8, layers.STRIPE_BYTES // max(1, row_bytes))
+        rows = max(8, PHASE_STRIPE_BYTES // max(1, row_bytes))
         for n in range(batch):
             for first in range(0, height, rows):
                 last = min(height, first + rows)
@@ -86,18 +106,18 @@ class PackedConvTranspose:
 
     def _phase_rows(self, x: torch.Tensor, first: int, last: int, target: torch.Tensor) -> None:
         """Output rows [2 first, 2 last) of one sample (the phases of input rows [first, last)) into ``target``."""
-        height, width = x.shape[-2:]
-        count = last - first
-        # Rows first..last need one more input row below (zeros past the end).
-        high = min(height, last + 1)
-        chunk = to_channels_last(F.pad(x[:, :, first:high], (0, 1, 0, last + 1 - high)))
+        height = x.shape[-2]
+        # Rows first..last need one more input row below (zeros past the end: the convolution's padding).
+        chunk = x[:, :, first:min(height, last + 1)]
+        p00, p01, p10, p11 = (self.phases[a][b](chunk, None, self.activation) for a in range(2) for b in range(2))
+        if layout_ops_available() and target.stride(1) == 1 and target.stride(3) == target.shape[1]:
+            interleave_phases_into(p00, p01, p10, p11, target, 1, 1)
+            return
         # (o, m, a, j, b) -> output (o, 2m + a, 2j + b)
+        count, width = last - first, x.shape[-1]
         grid = target[0].unflatten(1, (count, 2)).unflatten(3, (width, 2))
-        for a in range(2):
-            for b in range(2):
-                phase = self.phases[a][b](chunk, None, self.activation)[0]
-                grid[:, :, a, :, b].copy_(phase[:, :count, :width])
-                del phase
+        for a, b, phase in ((0, 0, p00), (0, 1, p01), (1, 0, p10), (1, 1, p11)):
+            grid[:, :, a, :, b].copy_(phase[0, :, a:a + count, b:b + width])
 
     def output_rows(self, x: torch.Tensor, low: int, high: int) -> torch.Tensor:
         """Output rows [low, high) of one sample ``x`` (LaMa's upsampling geometry only)."""

@@ -14,6 +14,10 @@ other) requires grad, the wrappers run ``spectral_transform_masked`` /
 per element) that ``spectral_transform_backward`` / ``fourier_unit_backward``
 need; their autograd formulas, registered below, give gradients for x, bias
 and other. The weights are constants: asking for their gradients is an error.
+
+``spectral_transform_into`` (CPU, no autograd) writes the same output into
+``other`` itself: the fast generator's FFC layers accumulate the spectral
+branch onto the new output of their l2g convolution instead of copying it.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from lama_fast._build import extension_reasons, ops_reasons
 
 FFT_NORMS = ("ortho", "forward", "backward")
 DTYPES = (torch.float32, torch.float64, torch.bfloat16)
-OPS = ("spectral_transform", "fourier_unit")
+OPS = ("spectral_transform", "fourier_unit", "spectral_transform_into")
 CUDA_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
@@ -65,6 +69,20 @@ def spectral_transform(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w_fr
                                                                        relu, fft_norm)
         return out
     return torch.ops.lama_fast.spectral_transform.default(x, w1, b1, w_freq, b_freq, w2, bias, other, relu, fft_norm)
+
+
+def spectral_transform_into(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w_freq: torch.Tensor,
+                            b_freq: torch.Tensor, w2: torch.Tensor, bias: Optional[torch.Tensor], other: torch.Tensor,
+                            relu: bool = False, fft_norm: str = "ortho") -> torch.Tensor:
+    """``spectral_transform(x, ..., bias, other, relu)`` written into ``other`` itself (a CPU, channels-last
+    contiguous tensor of the output's shape and x's dtype), which is returned: the output is accumulated onto
+    ``other`` instead of a copy of it. No autograd: for tensors that do not require grad."""
+    _require_extension()
+    if _needs_grad("spectral_transform_into", x, bias, other):
+        raise RuntimeError("spectral_transform_into: no gradient is recorded; use spectral_transform for tensors "
+                           "that require grad")
+    torch.ops.lama_fast.spectral_transform_into.default(x, w1, b1, w_freq, b_freq, w2, bias, other, relu, fft_norm)
+    return other
 
 
 def fourier_unit(x: torch.Tensor, w_freq: torch.Tensor, b_freq: torch.Tensor, fft_norm: str = "ortho") -> torch.Tensor:
@@ -121,6 +139,11 @@ def channels_last_output(x: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 if not _UNAVAILABLE:
+
+    @torch.library.register_fake("lama_fast::spectral_transform_into")
+    def _spectral_transform_into_fake(x, w1, b1, w_freq, b_freq, w2, bias, other, relu, fft_norm) -> None:
+        _check_fake_inputs("spectral_transform_into", x, {"bias": bias, "other": other}, fft_norm)
+        return None
 
     @torch.library.register_fake("lama_fast::spectral_transform")
     def _spectral_transform_fake(x, w1, b1, w_freq, b_freq, w2, bias, other, relu, fft_norm):

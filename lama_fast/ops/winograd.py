@@ -2,7 +2,9 @@
 
 The convolution has stride 1 and no padding of its own: pad the input first
 (LaMa pads with reflection). ``winograd_weight`` transforms a weight once;
-``conv3x3_winograd`` then computes ``conv(x) + bias + other`` (then ReLU if
+``conv3x3_winograd`` takes that packed weight, or the plain (Cout, Cin, 3, 3)
+weight, which it transforms on each call into a reused buffer (a quarter of
+the memory, for ~1 % of the convolution's time), and computes ``conv(x) + bias + other`` (then ReLU if
 ``relu``) and returns channels_last output (``csrc/cpu/winograd.cpp``; schemas
 in ``csrc/cpu/module.cpp``). The fake kernels below give meta tensors and
 ``torch.compile`` the output's shape, dtype and memory format; the float64
@@ -12,8 +14,9 @@ reference is ``lama_fast.ops.reference.conv3x3_reference``.
 ``other`` (the weight is a frozen constant). Its backward keeps only the
 output's ReLU mask (``lama_fast.ops.masks``) and computes the input gradient
 with the same Winograd convolution: the zero-padded output gradient convolved
-with ``winograd_weight_transpose(packed_weight)``, the packed weight of the
-transposed, rotated kernels, made once per packed weight (``transposed_weight``).
+with the transposed, rotated kernels (``transposed_weight``: for a packed
+weight ``winograd_weight_transpose(packed_weight)``, for a plain one the plain
+transposed kernels), made once per weight tensor.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ def conv3x3_winograd(x: torch.Tensor, packed_weight: torch.Tensor, bias: Optiona
                      other: Optional[torch.Tensor] = None, relu: bool = False, reflect_pad: int = 0) -> torch.Tensor:
     """relu?(conv3x3(x) + bias + other) of a padded float32 x (N, Cin, H+2, W+2), as channels_last (N, Cout, H, W).
 
+    ``packed_weight`` is ``winograd_weight(w)`` or the contiguous float32 weight ``w`` (Cout, Cin, 3, 3) itself.
     With ``reflect_pad=1`` x is unpadded (N, Cin, H, W) and its reflect padding is read in place.
     """
     _require_extension()
@@ -96,9 +100,16 @@ _TRANSPOSED: Dict[int, Tuple[weakref.ref, int, torch.Tensor]] = {}
 _TRANSPOSED_LOCK = threading.RLock()
 
 
+def _transpose(weight: torch.Tensor) -> torch.Tensor:
+    if weight.dim() == 4:
+        return weight.transpose(0, 1).flip(2, 3).contiguous()
+    return winograd_weight_transpose(weight)
+
+
 def transposed_weight(packed_weight: torch.Tensor) -> torch.Tensor:
-    """``winograd_weight_transpose(packed_weight)``, computed once per packed weight tensor and kept while that
-    tensor lives (recomputed if it was modified in place outside ``torch.inference_mode``)."""
+    """The weight of the convolution that gives the input gradient: ``winograd_weight_transpose(packed_weight)``
+    for a packed weight, ``w.transpose(0, 1).flip(2, 3)`` for a plain one; computed once per weight tensor and
+    kept while that tensor lives (recomputed if it was modified in place outside ``torch.inference_mode``)."""
     key = id(packed_weight)
     # Inference tensors (made under torch.inference_mode) keep no version counter.
     version = -1 if packed_weight.is_inference() else packed_weight._version
@@ -106,7 +117,7 @@ def transposed_weight(packed_weight: torch.Tensor) -> torch.Tensor:
         entry = _TRANSPOSED.get(key)
         if entry is not None and entry[0]() is packed_weight and entry[1] == version:
             return entry[2]
-    value = winograd_weight_transpose(packed_weight)
+    value = _transpose(packed_weight)
 
     def forget(ref: weakref.ref) -> None:
         with _TRANSPOSED_LOCK:
@@ -217,16 +228,20 @@ if not _UNAVAILABLE:
         )
         torch._check(reflect_pad in (0, 1), lambda: f"conv3x3_winograd: reflect_pad must be 0 or 1, got {reflect_pad}")
         torch._check(x.dtype == torch.float32, lambda: f"conv3x3_winograd: expected float32 x, got {x.dtype}")
+        plain = packed_weight.dim() == 4
         torch._check(
-            packed_weight.dim() == 3 and packed_weight.shape[0] == 36,
-            lambda: "conv3x3_winograd: expected a packed weight of shape (36, Cin, Cout) from winograd_weight",
+            (plain and tuple(packed_weight.shape[2:]) == (3, 3))
+            or (packed_weight.dim() == 3 and packed_weight.shape[0] == 36),
+            lambda: "conv3x3_winograd: expected a weight of shape (Cout, Cin, 3, 3) or a packed weight of shape "
+                    f"(36, Cin, Cout) from winograd_weight, got {list(packed_weight.shape)}",
         )
         torch._check(
             packed_weight.shape[1] == x.shape[1],
             lambda: f"conv3x3_winograd: x has {x.shape[1]} channels, the weight expects {packed_weight.shape[1]}",
         )
         n, _, hp, wp = x.shape
-        shape = (n, packed_weight.shape[2], hp + 2 * reflect_pad - 2, wp + 2 * reflect_pad - 2)
+        cout = packed_weight.shape[0] if plain else packed_weight.shape[2]
+        shape = (n, cout, hp + 2 * reflect_pad - 2, wp + 2 * reflect_pad - 2)
         return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
 
     if not _NO_BACKWARD:

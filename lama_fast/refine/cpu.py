@@ -34,8 +34,8 @@ from ..fast.stripes import StripedPair
 from ..fast.transpose import PHASE_TAPS, PackedConvTranspose
 from ..ops.masks import apply_mask, relu_mask
 from ..rewrite import UnsupportedModelError
-from ..rewrite.run import (CHANNELS_LAST, ActivationStage, Layer, PadStage, ResidualBlock, as_branches,
-                           concat_branches)
+from ..rewrite.run import (CHANNELS_LAST, ActivationStage, Layer, PadStage, ResidualBlock, ResidualConcat,
+                           as_branches, concat_branches)
 
 REFINE_DTYPES = (torch.float32, torch.float64)
 # glibc's M_MMAP_THRESHOLD (malloc.h) and the value refine sets: see lean_allocator.
@@ -326,8 +326,9 @@ class ConvAutogradStage:
 
 def _check_ffc(ffc: FastFFC, where: str) -> None:
     """FFC layers run under plain autograd: their convolutions must be Winograd (float32) or ATen (float64)."""
-    for name in ("l2l", "g2l", "l2g", "merged"):
-        conv = getattr(ffc, name)
+    named = [(name, getattr(ffc, name)) for name in ("l2l", "g2l", "l2g")]
+    named += [(f"merged[{i}]", conv) for i, conv in enumerate(ffc.merged or ())]
+    for name, conv in named:
         if conv is not None and conv.algorithm == "onednn":
             raise UnsupportedModelError(
                 f"refine on the cpu backend needs the Winograd 3x3 convolutions (float32 with AVX2 or AVX-512) "
@@ -348,7 +349,8 @@ def rear_stage(stage: Any, where: str) -> List[Any]:
     if isinstance(stage, ResidualBlock):
         _check_ffc(stage.first, where + ".first")
         _check_ffc(stage.second, where + ".second")
-        return [ResidualStage(stage)]
+        # A ResidualConcat's join runs as its own stage here.
+        return [ResidualStage(stage)] + ([concat_branches] if isinstance(stage, ResidualConcat) else [])
     if isinstance(stage, Layer):
         _check_ffc(stage.ffc, where)
         return [stage]

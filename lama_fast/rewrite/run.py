@@ -118,6 +118,37 @@ class ResidualBlock:
         return add_branches(x, self.second(self.first(x)))
 
 
+class ResidualConcat(ResidualBlock):
+    """A residual block followed by the concatenation of its branches: the residual sums are written
+    straight into the two channel ranges of the joined tensor, so the join copies nothing."""
+
+    def __call__(self, x):
+        x = as_branches(x)
+        y = self.second(self.first(x))
+        if any(t is None for t in x + y):
+            return concat_branches(add_branches(x, y))
+        (x_l, x_g), (y_l, y_g) = x, y
+        split = y_l.shape[1]
+        out = torch.empty((y_l.shape[0], split + y_g.shape[1], *y_l.shape[2:]), dtype=y_l.dtype,
+                          memory_format=CHANNELS_LAST)
+        torch.add(y_l, x_l, out=out[:, :split])
+        torch.add(y_g, x_g, out=out[:, split:])
+        return out
+
+
+def fuse_concat(stages: Sequence) -> List[Any]:
+    """``stages`` with each residual block that is followed by the concatenation of branches made a
+    ``ResidualConcat`` (one stage instead of two)."""
+    fused: List[Any] = []
+    for stage in stages:
+        if stage is concat_branches and fused and type(fused[-1]) is ResidualBlock:
+            block = fused.pop()
+            fused.append(ResidualConcat(block.first, block.second))
+        else:
+            fused.append(stage)
+    return fused
+
+
 class PadStage:
     """A padding layer on a plain tensor."""
 
