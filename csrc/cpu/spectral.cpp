@@ -508,7 +508,17 @@ struct Passes {
         threads(std::max<int64_t>(1, at::get_num_threads())),
         scratch_len(std::max<int64_t>(W + 1, H) * 2 * C),
         scratch(ws.get("scratch", c10::CppTypeToScalarType<T>::value, threads * 2 * scratch_len)),
-        spec(ws.get("spec", c10::CppTypeToScalarType<T>::value, N * (W / 2 + 1) * H * 2 * C)) {}
+        spec(ws.get("spec", c10::CppTypeToScalarType<T>::value, N * (W / 2 + 1) * H * 2 * C)),
+        column_block(column_block_of(C, H)) {}
+
+  // Channels per task of the column passes: all C, unless three columns of
+  // H complex values per channel would not fit in kColumnBytes (then a
+  // multiple of 16 that does, at least 16).
+  static int64_t column_block_of(int64_t C, int64_t H) {
+    const int64_t column_bytes = 3 * H * 2 * static_cast<int64_t>(sizeof(T));
+    if (column_bytes * C <= kColumnBytes) return C;
+    return std::min(C, std::max<int64_t>(16, (kColumnBytes / column_bytes) / 16 * 16));
+  }
 
   template <typename Kernel, typename Job>
   void run(Kernel kernel, const Job& job, int64_t begin, int64_t end) const {
@@ -524,6 +534,7 @@ struct Passes {
   std::pair<double, double> scales;
   int64_t threads, scratch_len;
   at::Tensor scratch, spec;
+  int64_t column_block;
 };
 
 // x: channels-last (see run()). With `masks` (the op's mask layout, see
@@ -576,12 +587,7 @@ at::Tensor run_pipeline(const args::SpectralArgs& pb, uint8_t* masks) {
     at::Tensor mbuf = ws.get("m", dtype, group * H * C2);
     at::Tensor gin;  // the GEMM input of a group when it is not the spectrum itself
     if constexpr (!std::is_same_v<T, S>) gin = ws.get("g", dtype, group * H * C2);
-    int64_t Vb = C;
-    const int64_t column_bytes = 3 * H * 2 * static_cast<int64_t>(sizeof(T));
-    if (column_bytes * C > kColumnBytes) {
-      Vb = std::max<int64_t>(16, (kColumnBytes / column_bytes) / 16 * 16);
-      Vb = std::min(Vb, C);
-    }
+    const int64_t Vb = passes.column_block;
     const int64_t blocks = (C + Vb - 1) / Vb;
     for (int64_t g0 = 0; g0 < columns; g0 += group) {
       const int64_t count = std::min(group, columns - g0);
@@ -792,12 +798,7 @@ std::pair<at::Tensor, at::Tensor> run_backward_pipeline(const BackwardArgs& b) {
     const int64_t columns = N * Wf;
     const int64_t group = std::min(columns, std::max<int64_t>(1, kGroupPositions / H));
     at::Tensor mbuf = ws.get("m", dtype, group * H * C2);
-    int64_t Vb = C;
-    const int64_t column_bytes = 3 * H * 2 * static_cast<int64_t>(sizeof(T));
-    if (column_bytes * C > kColumnBytes) {
-      Vb = std::max<int64_t>(16, (kColumnBytes / column_bytes) / 16 * 16);
-      Vb = std::min(Vb, C);
-    }
+    const int64_t Vb = passes.column_block;
     const int64_t blocks = (C + Vb - 1) / Vb;
     for (int64_t g0 = 0; g0 < columns; g0 += group) {
       const int64_t count = std::min(group, columns - g0);
