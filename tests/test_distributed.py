@@ -10,6 +10,7 @@ The tests that need Ray, pyarrow, moto or boto3 are skipped where they are not i
 from __future__ import annotations
 
 import csv
+import gc
 import importlib
 import io
 import json
@@ -199,6 +200,28 @@ class Watch:
     def assert_written_once(self) -> None:
         assert sorted(self.first_seen) == sorted(self.names)
         assert {name: identity(self.output / name) for name in self.names} == self.first_seen
+
+
+def refs_left_in_cycles(call: Callable[[], Any]) -> Tuple[Any, List[str]]:
+    """``call()`` with the cyclic garbage collector off, and the ids of the Ray object refs that only
+    unreachable reference cycles hold once it has returned."""
+    import ray
+
+    gc.collect()
+    gc.disable()
+    try:
+        result = call()
+    finally:
+        gc.enable()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds unreachable is kept in gc.garbage to be looked at
+    try:
+        gc.collect()
+        stale = {ref.hex() for item in gc.garbage for ref in [item, *gc.get_referents(item)]
+                 if isinstance(ref, ray.ObjectRef)}
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    return result, sorted(stale)
 
 
 def worker_pid(row: Dict[str, Any]) -> int:
@@ -480,8 +503,11 @@ def test_a_manifest_on_s3_round_trip(s3: Any, ckpt: Path, inpainter: Any, tmp_pa
     # A local Ray instance: its workers are started by this process and inherit the S3 environment. It is
     # this process's own even where RAY_ADDRESS names a cluster (here one where nothing listens).
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
-    summary = bounded(lambda: inpaint_dataset(items, str(ckpt), address="local", results=results, progress=False,
-                                              report=lines.append), timeout=150)
+    summary, stale = refs_left_in_cycles(lambda: bounded(
+        lambda: inpaint_dataset(items, str(ckpt), address="local", results=results, progress=False,
+                                report=lines.append), timeout=150))
+    # None may outlive its instance: the next one this process starts would take its release for theirs.
+    assert stale == [], stale
     assert lines[0].startswith("inpainting 3 images with 1 worker of "), lines
     assert lines[0].endswith(" on a local Ray instance"), lines
     assert (summary.done, summary.skipped, summary.failed) == (3, 0, 0), (summary.line(), lines)

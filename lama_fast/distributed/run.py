@@ -8,10 +8,12 @@ crash does only what is missing.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -134,25 +136,41 @@ def _run_on_ray(todo: List[Item], checkpoint: str, address: Optional[str], worke
                  log_to_driver=False, configure_logging=False,
                  runtime_env={"env_vars": env} if env and not local else None)
     try:
-        workers, threads = _pool_size(ray, workers, threads, len(todo))
-        summary.workers = workers
-        report(f"inpainting {counted(len(todo), 'image')} with {counted(workers, 'worker')} of "
-               f"{counted(threads, 'thread')} on {'a local Ray instance' if local else address}")
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = progress
-        dataset = ray.data.from_items([asdict(item) for item in todo], override_num_blocks=len(todo))
-        done = dataset.map_batches(
-            InpaintWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=threads,
-            num_gpus=1 if str(device).startswith("cuda") else 0,  # a GPU model: one GPU each
-            fn_constructor_kwargs=dict(checkpoint=checkpoint, device=device, backend=backend, dtype=dtype,
-                                       options=options, jpeg_quality=save.jpeg_quality,
-                                       png_compress_level=save.png_compress_level, threads=threads,
-                                       overwrite=overwrite))
-        rows = [{column: row[column] for column in RESULT_COLUMNS} for row in done.iter_rows()]
+        return _map_on_ray(ray, todo, checkpoint, local, address, workers, threads, overwrite, options, save,
+                           device, backend, dtype, progress, summary, report)
+    except BaseException as error:
+        if owned:  # the failed call's frames would keep its datasets past the collection below
+            traceback.clear_frames(error.__traceback__)
+        raise
     finally:
         if owned:
+            # Ray Data leaves some of its object refs in reference cycles. Collected after this instance
+            # stops, they would be released against the next instance this process starts, where the same
+            # ids name other objects (each instance numbers its driver's objects afresh): free them now.
+            gc.collect()
             ray.shutdown()  # for a cluster: disconnects, the cluster goes on
-    return rows
+
+
+def _map_on_ray(ray: Any, todo: List[Item], checkpoint: str, local: bool, address: Optional[str],
+                workers: Optional[int], threads: Optional[int], overwrite: bool, options: Optional[Dict[str, Any]],
+                save: SaveOptions, device: str, backend: str, dtype: str, progress: bool, summary: DatasetSummary,
+                report: Callable[[str], None]) -> List[Dict[str, Any]]:
+    """The rows of ``todo`` mapped over an actor pool on the connected Ray; its datasets end with the call."""
+    workers, threads = _pool_size(ray, workers, threads, len(todo))
+    summary.workers = workers
+    report(f"inpainting {counted(len(todo), 'image')} with {counted(workers, 'worker')} of "
+           f"{counted(threads, 'thread')} on {'a local Ray instance' if local else address}")
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = progress
+    dataset = ray.data.from_items([asdict(item) for item in todo], override_num_blocks=len(todo))
+    done = dataset.map_batches(
+        InpaintWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=threads,
+        num_gpus=1 if str(device).startswith("cuda") else 0,  # a GPU model: one GPU each
+        fn_constructor_kwargs=dict(checkpoint=checkpoint, device=device, backend=backend, dtype=dtype,
+                                   options=options, jpeg_quality=save.jpeg_quality,
+                                   png_compress_level=save.png_compress_level, threads=threads,
+                                   overwrite=overwrite))
+    return [{column: row[column] for column in RESULT_COLUMNS} for row in done.iter_rows()]
 
 
 def _pool_size(ray: Any, workers: Optional[int], threads: Optional[int], items: int) -> "tuple[int, int]":
