@@ -67,7 +67,8 @@ def parse_maps(text: str) -> List[Tuple[int, int]]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="folder of gpu_<card>.md / .json")
-    parser.add_argument("--suites", default=",".join(SUITES), help=f"comma separated, of {', '.join(SUITES)}")
+    parser.add_argument("--suites", default="fft,kernel,e2e,profile,crossover",
+                        help=f"comma separated, run in the order given, of {', '.join(SUITES)}")
     parser.add_argument("--no-compile", dest="compile", action="store_false",
                         help="skip torch.compile of the reference module in the kernel suite")
     parser.add_argument("--compile-sizes", default="512x512",
@@ -75,6 +76,18 @@ def main(argv=None) -> int:
                              f"of {', '.join(l.split(' ')[0] for l in E2E_LABELS.values())}; 'none' for none")
     parser.add_argument("--kernel-maps", default=",".join(f"{h}x{w}" for h, w in KERNEL_MAPS),
                         help="maps (HxW) of the kernel suite, comma separated")
+    parser.add_argument("--e2e-sizes", default=",".join(l.split(" ")[0] for l in E2E_LABELS.values()),
+                        help="end-to-end sizes, comma separated, in the order they run, of "
+                             f"{', '.join(l.split(' ')[0] for l in E2E_LABELS.values())}")
+    parser.add_argument("--e2e-large-sizes", default="2048x2048",
+                        help="the sizes of the e2e_large suite: the end-to-end suite again, where --suites puts it "
+                             "(last, so that the budget leaves out the most expensive size first)")
+    parser.add_argument("--e2e-systems", choices=("all", "core"), default="all",
+                        help="core: only eager float32, the reference in a CUDA graph and both backends in CUDA "
+                             "graphs (what the targets compare)")
+    parser.add_argument("--e2e-profile", default="none",
+                        help="the end-to-end size (label) at which one bfloat16 forward of each backend is profiled "
+                             "(eager launches: top kernels), right after that size's rows; 'none' for none")
     parser.add_argument("--triton-routes", default="fft,dft",
                         help="routes of the Triton op in the kernel suite (dft only at maps up to 64^2)")
     parser.add_argument("--no-cuda-ext", action="store_true",
@@ -87,8 +100,15 @@ def main(argv=None) -> int:
         suites = parse_list(args.suites, SUITES, "suites")
         args.triton_routes = parse_list(args.triton_routes, TRITON_ROUTES, "triton routes")
         args.kernel_maps = parse_maps(args.kernel_maps)
-        args.compile_sizes = parse_list(args.compile_sizes, [l.split(" ")[0] for l in E2E_LABELS.values()],
-                                        "compile sizes")
+        size_names = [l.split(" ")[0] for l in E2E_LABELS.values()]
+        args.compile_sizes = parse_list(args.compile_sizes, size_names, "compile sizes")
+        args.e2e_shapes = [next(shape for shape, l in E2E_LABELS.items() if l.split(" ")[0] == name)
+                           for name in parse_list(args.e2e_sizes, size_names, "end-to-end sizes")]
+        args.e2e_large_shapes = [next(shape for shape, l in E2E_LABELS.items() if l.split(" ")[0] == name)
+                                 for name in parse_list(args.e2e_large_sizes, size_names, "end-to-end sizes")]
+        args.e2e_profile = parse_list(args.e2e_profile, size_names, "profile size")
+        if len(args.e2e_profile) > 1:
+            raise argparse.ArgumentTypeError("--e2e-profile takes one size")
     except argparse.ArgumentTypeError as error:
         parser.error(str(error))
     if not torch.cuda.is_available():
@@ -143,11 +163,12 @@ def main(argv=None) -> int:
         save()
         log(f"suite {suite} took {time.time() - suite_start:.0f} s")
 
-    run("fft", lambda: fft_check(rows))
-    run("kernel", lambda: kernel_suite(args, rows, save, budget))
-    run("e2e", lambda: e2e_suite(args, rows, save, budget))
-    run("profile", lambda: profile_suite(args, rows, budget))
-    run("crossover", lambda: crossover.update(crossover_suite(args, rows, budget)))
+    parts = {"fft": lambda: fft_check(rows), "kernel": lambda: kernel_suite(args, rows, save, budget),
+             "e2e": lambda: e2e_suite(args, rows, save, budget), "profile": lambda: profile_suite(args, rows, budget),
+             "crossover": lambda: crossover.update(crossover_suite(args, rows, budget)),
+             "e2e_large": lambda: e2e_suite(args, rows, save, budget, args.e2e_large_shapes)}
+    for suite in suites:  # in the order given
+        run(suite, parts[suite])
     print(save())
     log(f"total {time.time() - started:.0f} s; wrote {out / f'gpu_{name}.md'} and .json")
     return 0

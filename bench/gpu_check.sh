@@ -3,12 +3,14 @@
 # extension (CPU and CUDA kernels; nvcc and a CUDA build of torch needed), check that the CUDA
 # kernels are registered, run the GPU tests (tests/test_cuda_ext.py, tests/test_triton.py), then the
 # kernel and end-to-end benchmarks (bench/gpu_bench.py: reference, Triton and CUDA extension),
-# which write bench/results/gpu_<card>.md and .json (or under --out DIR).
+# which write bench/results/gpu_<card>.md and .json (or under --out DIR), and last the targets
+# (bench/gpu_targets.py: each target's bar, value per backend and verdict, with the rows and the
+# test runs) in gpu_<card>_<date>.json and .md.
 #
-# The whole run keeps to a time budget (default 570 s, under a 10-minute limit): the build and the
-# tests get bounded times, the benchmark the rest; what it cannot start in time is recorded as
-# skipped, and results are written row by row. About 1-2 minutes of build (MAX_JOBS = all cores,
-# the visible GPU's architecture only), 2-3 of tests, 4-5 of benchmarks on an H100.
+# The whole run keeps to a time budget (default 390 s: 6.5 minutes): the build and the tests get
+# bounded times, the benchmark the rest; what it cannot start in time is recorded as skipped, and
+# results are written row by row. About 1-2 minutes of build (MAX_JOBS = all cores, the visible
+# GPU's architecture only), 1.5-2.5 of tests, the rest benchmarks.
 #
 #   bench/gpu_check.sh [options] [gpu_bench.py options, e.g. --out DIR --suites e2e]
 #   --no-cuda-ext     no compiled extension (LAMA_FAST_SKIP_EXTENSION=1) and no CUDA-extension
@@ -16,21 +18,24 @@
 #   --rebuild         rebuild the extension even if the built one is newer than csrc/ and setup.py
 #   --no-tests        skip the pytest runs (the benchmark gets their time)
 #   --quick           benchmark suites fft, kernel, profile only
-#   --full            gpu_bench.py's own defaults: every suite (crossover too), torch.compile of the
-#                     reference at 512^2, the Triton dft route, the 94x125 kernel map (needs more
-#                     than the default budget for everything: the rest is recorded as skipped)
-#   --budget-s N      seconds for the whole script (default 570, or $GPU_CHECK_BUDGET_S)
+#   --full            gpu_bench.py's own defaults: every suite (crossover too), every end-to-end
+#                     system, torch.compile of the reference at 512^2, the Triton dft route, the
+#                     94x125 kernel map (needs far more than the default budget: the rest is
+#                     recorded as skipped)
+#   --budget-s N      seconds for the whole script (default 390, or $GPU_CHECK_BUDGET_S)
 #   PYTHON=...                  the interpreter (default python3)
 #   MAX_JOBS=N                  parallel compile jobs (default: every core)
 #   LAMA_FAST_GOLDEN=dir        golden vectors for the golden tests (default ../shared/golden)
 #   CUDA_EXT_PYTEST_ARGS="..."  extra pytest arguments for tests/test_cuda_ext.py, after its default
 #                               -k "not compile_with_nvcc" (a -k here replaces it: -k "" runs all)
 #
-# Default benchmark (trimmed to fit the budget with the extension build added): suites fft, kernel,
-# e2e, profile; kernel maps 64^2, 128^2, 256^2; the Triton op's fft route only; no torch.compile.
+# Default benchmark (what the targets need, most needed first): end to end at 512^2 and 1000x750
+# (eager fp32, the reference in a CUDA graph, both backends in CUDA graphs, fp32 and bf16), one bf16
+# forward of each backend profiled at 1000x750, the spectral op at the 128^2 and 256^2 maps (fft
+# route, no torch.compile), then 2048^2 end to end if time is left.
 # Tests: all of tests/test_cuda_ext.py but its nvcc compile tests (the build has just compiled the
 # same sources; its CPU emulation tests take some 20 s), all of tests/test_triton.py; each with a
-# time limit (180 s, 150 s), leaving the benchmark at least 240 s; per-test results in
+# time limit (90 s, 120 s), leaving the benchmark at least 170 s; per-test results in
 # DIR/pytest_test_*.txt.
 # Exit status: 0 when everything passed; 1 when the build, the CUDA kernels, a test run or the
 # benchmark failed (the later phases still run after a failed test run); 2 for a bad option.
@@ -41,7 +46,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 START=$(date +%s)
-BUDGET_S=${GPU_CHECK_BUDGET_S:-570}
+BUDGET_S=${GPU_CHECK_BUDGET_S:-390}
 CUDA_EXT=1
 REBUILD=0
 RUN_TESTS=1
@@ -112,7 +117,8 @@ fail_now() {
 }
 
 case "$MODE" in
-    default) BENCH_ARGS=(--suites fft,kernel,e2e,profile --kernel-maps 64x64,128x128,256x256
+    default) BENCH_ARGS=(--suites e2e,kernel,e2e_large --e2e-sizes 512x512,1000x750 --e2e-large-sizes 2048x2048
+                         --e2e-systems core --e2e-profile 1000x750 --kernel-maps 128x128,256x256
                          --triton-routes fft --no-compile --compile-sizes none) ;;
     quick) BENCH_ARGS=(--suites fft,kernel,profile --kernel-maps 64x64,128x128,256x256
                        --triton-routes fft --no-compile) ;;
@@ -188,7 +194,7 @@ PY
     fi
     if [ "$fresh" = 0 ]; then
         jobs=${MAX_JOBS:-$(nproc 2>/dev/null || echo 4)}
-        build_limit=$(min 420 $(( $(left) - 60 )))
+        build_limit=$(min 300 $(( $(left) - 60 )))
         [ "$build_limit" -gt 60 ] || fail_now "no time left in the budget for the build"
         echo "MAX_JOBS=$jobs, TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-chosen by torch from the visible GPU}, limit ${build_limit} s, log $BUILD_LOG"
         build_start=$(date +%s)
@@ -239,7 +245,7 @@ fi
 
 # --- tests -----------------------------------------------------------------------------------------
 # A test run ends within its limit; the benchmark keeps at least BENCH_RESERVE_S of the budget.
-BENCH_RESERVE_S=240
+BENCH_RESERVE_S=170
 run_tests() {  # name, cap in seconds, pytest arguments...
     local name=$1 cap=$2; shift 2
     local limit
@@ -271,7 +277,7 @@ if [ "$RUN_TESTS" = 1 ]; then
         if [ -f tests/test_cuda_ext.py ]; then
             # Not its nvcc compile tests: the build above has just compiled every .cu file with nvcc.
             eval "extra=(${CUDA_EXT_PYTEST_ARGS:-})" || die_usage "cannot parse CUDA_EXT_PYTEST_ARGS"
-            TRITON_INTERPRET=0 run_tests test_cuda_ext.py 180 tests/test_cuda_ext.py -k "not compile_with_nvcc" \
+            TRITON_INTERPRET=0 run_tests test_cuda_ext.py 90 tests/test_cuda_ext.py -k "not compile_with_nvcc" \
                 ${extra[@]+"${extra[@]}"}
         else
             echo "tests/test_cuda_ext.py is missing"; note "tests test_cuda_ext.py: MISSING"; FAILED=1
@@ -280,7 +286,7 @@ if [ "$RUN_TESTS" = 1 ]; then
     echo "== GPU tests: tests/test_triton.py (compiled kernels, one fixed tile per kernel)"
     if [ "$TRITON_OK" = 1 ]; then
         # One fixed tile per kernel: autotuning every tiny test shape would take minutes.
-        TRITON_INTERPRET=0 LAMA_FAST_TRITON_AUTOTUNE=0 run_tests test_triton.py 150 tests/test_triton.py
+        TRITON_INTERPRET=0 LAMA_FAST_TRITON_AUTOTUNE=0 run_tests test_triton.py 120 tests/test_triton.py
     else
         note "tests test_triton.py: skipped (triton does not import)"
     fi
@@ -309,5 +315,12 @@ if [ $rc = 0 ]; then
     [ "${skipped:-0}" = 0 ] || note "benchmarks: ${skipped} lines of the report were skipped for lack of time"
 else
     note "benchmarks: FAILED or stopped (exit $rc); partial results: ${results:-none}"; FAILED=1
+fi
+# --- targets (seconds: outside the budget) -------------------------------------------------------
+echo "== targets (bench/gpu_targets.py)"
+if "$PY" bench/gpu_targets.py --out "$OUT_DIR"; then
+    note "targets: $(ls -t "$OUT_DIR"/gpu_*_20*.json 2>/dev/null | head -n 1)"
+else
+    note "targets: FAILED (bench/gpu_targets.py)"; FAILED=1
 fi
 finish $FAILED

@@ -9,7 +9,7 @@ import torch
 
 from gpu_common import (CUDA_EAGER, CUDA_GRAPH, CUDA_TF32_GRAPH, DEFAULT_FLAGS, DTYPES, E2E_LABELS, E2E_SHAPES,
                         REF_GRAPH, STRICT_FLAGS, TF32_FLAGS, TRITON_EAGER, TRITON_GRAPH, Budget, Flags, Rows,
-                        attempt, describe, flags_field, gpu_row, log, skip_row, time_gpu)
+                        attempt, describe, failed, flags_field, gpu_row, log, skip_row, time_gpu)
 from gpu_suites import cpu_ffts
 from lama_fast.benchmark.core import e2e_input, uint8_agreement
 
@@ -70,8 +70,59 @@ def build_systems(reference: torch.nn.Module, args) -> Tuple[Dict[str, Any], Dic
     return modules, problems
 
 
-def e2e_suite(args, rows: Rows, save: Callable[[], Any], budget: Budget) -> None:
-    """The generator at each of E2E_SHAPES, every system, against float64 and against eager float32."""
+# What --e2e-systems core keeps: the systems the GPU targets compare (bench/gpu_targets.py).
+CORE_SYSTEMS = ("reference eager", REF_GRAPH, TRITON_GRAPH, CUDA_GRAPH)
+
+
+def profile_forward(rows: Rows, label: str, modules: Dict[str, Any], problems: Dict[str, str], x: torch.Tensor,
+                    budget: Budget) -> None:
+    """One bfloat16 forward of each backend, launched eagerly (graph replays hide their kernels), under
+    torch.profiler: GPU time per kernel name (top 15), their total and the number of launches."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for backend in ("triton", "cuda"):
+        system, key = f"{backend} backend (eager launches)", f"{backend} bfloat16"
+        module = modules.get("cuda bfloat16 eager" if backend == "cuda" else key)
+        if module is None:
+            rows.append(skip_row("e2e_profile", label, system, "bfloat16", problems.get(key, "skipped: not built")))
+            continue
+        if budget.skipped(rows, "e2e_profile", label, system, "bfloat16"):
+            continue
+        graphs = getattr(module, "use_cuda_graphs", None)
+        try:
+            if graphs is not None:
+                module.use_cuda_graphs = False
+            with torch.no_grad():
+                for _ in range(2):
+                    module(x)
+                torch.cuda.synchronize()
+                with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    module(x)
+                    torch.cuda.synchronize()
+            kernels = []
+            for event in prof.key_averages():
+                gpu_us = getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0)
+                if gpu_us and event.count:
+                    kernels.append({"name": event.key[:100], "calls": event.count, "us": gpu_us})
+        except Exception as error:
+            failed(rows, "e2e_profile", label, system, "bfloat16", error, f"profile {label}")
+            continue
+        finally:
+            if graphs is not None:
+                module.use_cuda_graphs = graphs
+        kernels.sort(key=lambda k: -k["us"])
+        total_us = sum(k["us"] for k in kernels)
+        rows.append(gpu_row("e2e_profile", label, system, "bfloat16", kernels=kernels[:15],
+                            gpu_ms_total=total_us / 1e3, launches=sum(k["calls"] for k in kernels)))
+        log(f"  profile {label} {system} bfloat16: {total_us / 1e3:.2f} ms GPU in "
+            f"{sum(k['calls'] for k in kernels)} launches; " +
+            "; ".join(f"{k['name'][:40]} {k['us'] / 1e3:.2f} ms" for k in kernels[:5]))
+
+
+def e2e_suite(args, rows: Rows, save: Callable[[], Any], budget: Budget,
+              shapes: Optional[List[Tuple[int, int]]] = None) -> None:
+    """The generator at each of ``shapes`` (default --e2e-sizes), every system (or the core ones), against float64
+    and against eager float32; the bfloat16 profile at --e2e-profile's size."""
     from lama_fast.model.random import random_generator
 
     reference = random_generator("big-lama", seed=0).cuda().eval()
@@ -79,7 +130,9 @@ def e2e_suite(args, rows: Rows, save: Callable[[], Any], budget: Budget) -> None
         p.requires_grad_(False)
     compile_labels = set(args.compile_sizes)
     modules, problems = build_systems(reference, args)
-    for shape in E2E_SHAPES:
+    core = getattr(args, "e2e_systems", "all") == "core"
+    profile_labels = set(getattr(args, "e2e_profile", []))
+    for shape in shapes if shapes is not None else getattr(args, "e2e_shapes", E2E_SHAPES):
         h, w = shape
         label = E2E_LABELS[shape]
         if budget.skipped(rows, "e2e", label, "all systems", "-"):
@@ -105,6 +158,8 @@ def e2e_suite(args, rows: Rows, save: Callable[[], Any], budget: Budget) -> None
         def record(system, dtype, fn, flags, note="", module=None, key=None):
             """Time ``fn`` (or record why ``key``'s module is missing); compare with fp64 and eager fp32."""
             nonlocal eager_out
+            if core and system not in CORE_SYSTEMS:
+                return
             if key is not None and key in problems:
                 rows.append(skip_row("e2e", label, system, dtype, problems[key]))
                 return
@@ -200,4 +255,6 @@ def e2e_suite(args, rows: Rows, save: Callable[[], Any], budget: Budget) -> None
             release(module)
         release(ref_graph)
         torch.cuda.empty_cache()
+        if label.split(" ")[0] in profile_labels:
+            profile_forward(rows, label, modules, problems, x, budget)
         save()

@@ -197,6 +197,14 @@ def markdown(rows: List[Dict[str, Any]], info: Dict[str, Any], crossover: Option
                          + (f"{100 * within:.3f} % (max {r['vs_eager_final_u8_max']})" if within is not None
                             else "-") + " |")
         lines.append("")
+    forward = [r for r in rows if r["suite"] == "e2e_profile" and r["status"] == "ok"]
+    if forward:
+        lines += ["## Where one bfloat16 forward spends its GPU time (torch.profiler, eager launches)", ""]
+        for r in forward:
+            lines.append(f"- {r['shape']} {r['system']}: {r['gpu_ms_total']:.2f} ms of GPU time in {r['launches']} "
+                         "launches; " + "; ".join(f"`{k['name'][:60]}` x{k['calls']} {k['us'] / 1e3:.2f} ms"
+                                                  for k in r["kernels"][:10]))
+        lines.append("")
     missing = [r for r in rows if r["status"] != "ok" and r["suite"] != "e2e"]
     skipped_suites = info.get("suites_skipped") or {}
     if missing or skipped_suites:
