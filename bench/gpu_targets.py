@@ -6,7 +6,8 @@ value measured per backend (triton, cuda) and whether it is met.
 
 reads DIR/gpu_<card>.json (bench/gpu_bench.py's rows) and DIR/pytest_test_*.txt (the test runs of
 bench/gpu_check.sh), writes DIR/gpu_<card>_<date>.json (machine, rows, tests, targets) and the targets
-table as DIR/gpu_<card>_<date>.md, and prints the table.  A target whose rows are missing (skipped, failed,
+table as DIR/gpu_<card>_<date>.md, and prints the table; beside the targets, what the opt-in fused layout
+(``GpuGenerator.set_layout``) gains in bfloat16 at each size.  A target whose rows are missing (skipped, failed,
 not run) is "not measured" (met: null), never met.
 
 Speeds compare medians: our backends replayed in a CUDA graph (their default on CUDA) against eager fp32
@@ -25,6 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 BACKENDS = {"triton": "triton backend (CUDA graph)", "cuda": "cuda backend (CUDA graph)"}
 OPS = {"triton": "triton op (fft)", "cuda": "CUDA ext op"}
+FUSED = {"triton": "triton backend, fused layout (CUDA graph)", "cuda": "cuda backend, fused layout (CUDA graph)"}
 REFERENCE_EAGER = "reference eager"
 REFERENCE_GRAPH = "reference (CUDA graph)"
 SIZE_1000 = "1000x750 (752x1000 padded)"
@@ -142,6 +144,22 @@ def targets(rows: Sequence[Dict[str, Any]], tests: Dict[str, Dict[str, Any]]) ->
     return result
 
 
+def fused_layout_gain(rows: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """Not a target: per end-to-end size and backend, the bfloat16 default's median over the opt-in fused
+    layout's (above 1: the fused layout is faster) and the fused rows' share of pixels within 2 levels."""
+    gain: Dict[str, Dict[str, Any]] = {}
+    for size in e2e_sizes(rows):
+        for name in BACKENDS:
+            fused = _ok(rows, "e2e", size, FUSED[name], "bfloat16")
+            default = _ok(rows, "e2e", size, BACKENDS[name], "bfloat16")
+            if fused is not None:
+                ratio = _ratio(default and default["median_ms"], fused["median_ms"])
+                gain.setdefault(size, {})[name] = {
+                    "speed_up": None if ratio is None else round(ratio, 4),
+                    "within_2": fused.get("vs_eager_final_within2")}
+    return gain
+
+
 def auto_choice(result: Dict[str, Any]) -> Optional[str]:
     """The backend meeting the most speed targets (ties: the faster bfloat16 at 1000x750); None when nothing was
     measured."""
@@ -197,10 +215,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     result = targets(rows, tests)
     date = str(machine.get("date", ""))[:10] or "undated"
     stem = f"{source.stem}_{date}"
-    report = {**data, "tests": tests, "targets": result, "auto_on_cuda": auto_choice(result)}
+    gain = fused_layout_gain(rows)
+    report = {**data, "tests": tests, "targets": result, "auto_on_cuda": auto_choice(result), "fused_layout": gain}
     (out / f"{stem}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     text = (f"# GPU targets: {machine.get('gpu', '?')}, {machine.get('date', '?')}\n\n{table(result)}\n\n"
             f"Backend meeting the most targets: {report['auto_on_cuda'] or 'none measured'}\n")
+    if gain:
+        text += "\nThe opt-in fused layout in bfloat16 (default median / fused median; share within 2 levels):\n\n"
+        text += "".join(f"- {size} {name}: {entry['speed_up']}x; {entry['within_2']}\n"
+                        for size, by_name in gain.items() for name, entry in by_name.items())
     (out / f"{stem}.md").write_text(text, encoding="utf-8")
     print(text)
     print(f"wrote {out / (stem + '.json')} and .md")

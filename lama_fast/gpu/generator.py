@@ -34,8 +34,19 @@ def _place(t: Optional[torch.Tensor], device, dtype, memory_format=torch.contigu
     return None if t is None else t.detach().to(device=device, dtype=dtype).contiguous(memory_format=memory_format)
 
 
+# With the fused layout, convolutions with fewer channels than this on a side (LaMa's 7x7 input and output
+# convolutions: 4 in, 3 out) get zero channels up to it, a width tensor-core kernels take.
+NARROW_CHANNELS = 8
+
+
 class GpuConv:
-    """``act(conv(pad(x)) + bias)`` through ``F.conv2d`` with a folded weight."""
+    """``act(conv(pad(x)) + bias)`` through ``F.conv2d`` with a folded weight.
+
+    ``fused_layout`` (off by default): a reflect padding, the cast to the compute dtype and, for a
+    narrow convolution, zero input channels are one Triton pass (``lama_fast.kernels.layout``), and a
+    narrow convolution runs with its channels padded to ``NARROW_CHANNELS`` (zero weights: the same
+    sums), its extra output channels dropped.
+    """
 
     def __init__(self, conv: Conv, device, dtype) -> None:
         self.weight = _place(conv.weight, device, dtype, torch.channels_last)
@@ -45,12 +56,49 @@ class GpuConv:
         self.padding_mode = conv.padding_mode
         self.activation = conv.activation
         self.dtype = dtype
+        self.output = conv.output
+        self.fused_layout = False
+        self._padded: Optional[tuple] = None
+
+    def set_dtype(self, dtype: torch.dtype) -> None:
+        """Compute in ``dtype`` from now on (the weights are kept in float32 besides, so that going back is exact)."""
+        if not hasattr(self, "_float32"):
+            self._float32 = (self.weight.float(), None if self.bias is None else self.bias.float())
+        weight, bias = self._float32
+        self.weight = weight.to(dtype).contiguous(memory_format=torch.channels_last)
+        self.bias = None if bias is None else bias.to(dtype)
+        self.dtype, self._padded = dtype, None
+
+    def padded_weights(self) -> tuple:
+        """(weight, bias) with input and output channels padded with zeros to ``NARROW_CHANNELS``."""
+        if self._padded is None:
+            cout, cin = self.weight.shape[:2]
+            pad_in, pad_out = max(0, NARROW_CHANNELS - cin), max(0, NARROW_CHANNELS - cout)
+            weight = F.pad(self.weight, (0, 0, 0, 0, 0, pad_in, 0, pad_out)).contiguous(memory_format=torch.channels_last)
+            bias = None if self.bias is None else F.pad(self.bias, (0, pad_out))
+            self._padded = (weight, bias)
+        return self._padded
 
     def __call__(self, x: torch.Tensor, other: Optional[torch.Tensor] = None, activation: Optional[str] = None):
-        x = x.to(self.dtype)
-        if self.explicit_padding is not None:
-            x = F.pad(x, self.explicit_padding, mode=self.padding_mode)
-        out = F.conv2d(to_channels_last(x), self.weight, self.bias, self.stride, self.conv_padding, self.dilation)
+        weight, bias = self.weight, self.bias
+        if self.fused_layout:
+            weight, bias = self.padded_weights()
+            pads = self.explicit_padding if self.padding_mode == "reflect" else None
+            if pads is not None or weight.shape[1] != x.shape[1]:
+                from lama_fast.kernels.layout import reflect_pad_nhwc
+
+                x = reflect_pad_nhwc(to_channels_last(x), pads or (0, 0, 0, 0), self.dtype, weight.shape[1])
+            elif self.explicit_padding is not None:
+                x = F.pad(x.to(self.dtype), self.explicit_padding, mode=self.padding_mode)
+            else:
+                x = x.to(self.dtype)
+        else:
+            x = x.to(self.dtype)
+            if self.explicit_padding is not None:
+                x = F.pad(x, self.explicit_padding, mode=self.padding_mode)
+        out = F.conv2d(to_channels_last(x), weight, bias, self.stride, self.conv_padding, self.dilation)
+        if out.shape[1] != self.weight.shape[0]:
+            out = out[:, : self.weight.shape[0]]
         if other is not None:
             out = out.add_(other)
         return activate(out, activation if activation is not None else self.activation)
@@ -186,6 +234,25 @@ class GpuGenerator(nn.Module):
             op.fp32_dot = fp32_dot
         self.graphs.clear()
 
+    def convolutions(self) -> List[GpuConv]:
+        """Every convolution of the model (not the transposed ones), in order."""
+        found = [stage for stage in self.stages if isinstance(stage, GpuConv)]
+        for ffc in ffc_layers(self.stages):
+            found += [c for c in (ffc.l2l, ffc.g2l, ffc.l2g, ffc.merged, ffc.local_pair) if c is not None]
+        return found
+
+    def set_layout(self, fused: bool, output_dtype: Optional[torch.dtype] = None) -> None:
+        """``fused``: reflect pads, casts and narrow convolutions' channel padding as one Triton pass each,
+        narrow convolutions padded to 8 channels (see ``GpuConv``); off by default. ``output_dtype``: the
+        output convolution's dtype (default float32; the compute dtype runs it on tensor cores, less exactly)."""
+        if fused:
+            from lama_fast.kernels.layout import reflect_pad_nhwc  # noqa: F401  (triton must import)
+        for conv in self.convolutions():
+            conv.fused_layout = bool(fused)
+            if conv.output:
+                conv.set_dtype(torch.float32 if output_dtype is None else output_dtype)
+        self.graphs.clear()
+
     def set_route(self, route: str) -> None:
         """Force the Fourier units' route: "auto" (by map size), "fft" (cuFFT) or "dft" (DFT matrices)."""
         for op in self.spectral_ops():
@@ -213,7 +280,11 @@ class GpuGenerator(nn.Module):
             from lama_fast.kernels.spectral import precision_of
 
             spectral = precision_of(self.compute_dtype, height // factor, width // factor, route, fp32_dot)
-        return {"convolutions": conv, "output_convolution": "float32", "spectral_transform": spectral}
+        output = [c.dtype for c in self.convolutions() if c.output]
+        return {"convolutions": conv, "output_convolution": str(output[0] if output else torch.float32).replace(
+                    "torch.", ""), "spectral_transform": spectral,
+                "layout": "fused (Triton reflect pads, narrow convolutions padded to 8 channels)"
+                if any(c.fused_layout for c in self.convolutions()) else "PyTorch"}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels)
