@@ -84,7 +84,8 @@ def main(argv=None) -> int:
                              "(last, so that the budget leaves out the most expensive size first)")
     parser.add_argument("--e2e-systems", choices=("all", "core"), default="all",
                         help="core: only eager float32, the reference in a CUDA graph and both backends in CUDA "
-                             "graphs (what the targets compare)")
+                             "graphs (what the targets compare), with the opt-in variants in bfloat16 (the fused "
+                             "layout; the compiled stages of the triton backend at the --e2e-profile size only)")
     parser.add_argument("--e2e-profile", default="none",
                         help="the end-to-end size (label) at which one bfloat16 forward of each backend is profiled "
                              "(eager launches: top kernels), right after that size's rows; 'none' for none")

@@ -30,8 +30,9 @@ REF_GRAPH = "reference (CUDA graph)"
 TRITON_GRAPH, TRITON_EAGER = "triton backend (CUDA graph)", "triton backend (eager launches)"
 CUDA_GRAPH, CUDA_EAGER = "cuda backend (CUDA graph)", "cuda backend (eager launches)"
 CUDA_TF32_GRAPH = "cuda backend TF32 matmul (CUDA graph)"
-# GpuGenerator.set_layout(True, output_dtype=bfloat16): the opt-in fused layout, bfloat16 only.
-TRITON_FUSED_GRAPH, CUDA_FUSED_GRAPH = "triton backend, fused layout (CUDA graph)", "cuda backend, fused layout (CUDA graph)"
+# The GPU generators' opt-in variants, timed in bfloat16 as "<backend> backend, <variant> (CUDA graph)":
+# GpuGenerator.set_layout(True, output_dtype=bfloat16) and GpuGenerator.set_compiled(True).
+VARIANTS = ("fused layout", "compiled stages")
 
 Rows = List[Dict[str, Any]]
 

@@ -7,9 +7,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from gpu_common import (CUDA_EAGER, CUDA_FUSED_GRAPH, CUDA_GRAPH, CUDA_TF32_GRAPH, DEFAULT_FLAGS, DTYPES, E2E_LABELS, E2E_SHAPES,
-                        REF_GRAPH, STRICT_FLAGS, TF32_FLAGS, TRITON_EAGER, TRITON_FUSED_GRAPH, TRITON_GRAPH,
-                        Budget, Flags, Rows,
+from gpu_common import (CUDA_EAGER, CUDA_GRAPH, CUDA_TF32_GRAPH, DEFAULT_FLAGS, DTYPES, E2E_LABELS, E2E_SHAPES,
+                        REF_GRAPH, STRICT_FLAGS, TF32_FLAGS, TRITON_EAGER, TRITON_GRAPH, VARIANTS, Budget,
+                        Flags, Rows,
                         attempt, describe, failed, flags_field, gpu_row, log, skip_row, time_gpu)
 from gpu_suites import cpu_ffts
 from lama_fast.benchmark.core import e2e_input, uint8_agreement
@@ -72,7 +72,8 @@ def build_systems(reference: torch.nn.Module, args) -> Tuple[Dict[str, Any], Dic
 
 
 # What --e2e-systems core keeps: the systems the GPU targets compare (bench/gpu_targets.py).
-CORE_SYSTEMS = ("reference eager", REF_GRAPH, TRITON_GRAPH, CUDA_GRAPH, TRITON_FUSED_GRAPH, CUDA_FUSED_GRAPH)
+CORE_SYSTEMS = ("reference eager", REF_GRAPH, TRITON_GRAPH, CUDA_GRAPH) + tuple(
+    f"{backend} backend, {what} (CUDA graph)" for backend in ("triton", "cuda") for what in VARIANTS)
 
 
 def profile_forward(rows: Rows, label: str, modules: Dict[str, Any], problems: Dict[str, str], x: torch.Tensor,
@@ -199,25 +200,35 @@ def e2e_suite(args, rows: Rows, save: Callable[[], Any], budget: Budget,
                 f"err {row['max_abs_error_vs_fp64']:.1e} final within 2 of eager "
                 f"{row.get('vs_eager_final_within2', 1.0):.5f} peak {row['peak_mem_mib']:.0f} MiB")
 
-        def fused(system, module, key, dtype, name):
-            """The bfloat16 ``module`` (graphs on) with the fused layout and a bfloat16 output convolution."""
+        def variant(system, module, key, dtype, name, switch, note):
+            """The bfloat16 ``module`` (graphs on) with an opt-in ``switch(module, True)`` on, then off again."""
             if dtype != torch.bfloat16 or (core and system not in CORE_SYSTEMS):
                 return
             if module is None:
                 record(system, name, None, DEFAULT_FLAGS, key=key)  # the module's problem, recorded
                 return
             try:
-                module.set_layout(True, output_dtype=dtype)
+                switch(module, True)
             except Exception as error:
-                rows.append(skip_row("e2e", label, system, name, f"failed: set_layout raised {describe(error)}"))
+                rows.append(skip_row("e2e", label, system, name, f"failed: switching it on raised {describe(error)}"))
                 return
             try:
-                record(system, name, lambda m=module: m(x), DEFAULT_FLAGS,
-                       "set_layout(True, output_dtype=bfloat16): reflect pads with the cast as one Triton pass, "
-                       "the 7x7 convs padded to 8 channels, the output conv in bfloat16", module=module, key=key)
+                record(system, name, lambda m=module: m(x), DEFAULT_FLAGS, note, module=module, key=key)
             finally:
-                module.set_layout(False)
+                switch(module, False)
                 release(module)
+
+        def variants(backend, module, key, dtype, name):
+            variant(f"{backend} backend, fused layout (CUDA graph)", module, key, dtype, name,
+                    lambda m, on: m.set_layout(on, output_dtype=dtype if on else None),
+                    "set_layout(True, output_dtype=bfloat16): reflect pads with the cast as one Triton pass, "
+                    "the 7x7 convs padded to 8 channels, the output conv in bfloat16")
+            if core and (backend != "triton" or label.split(" ")[0] not in profile_labels):
+                return  # compiling takes tens of seconds a shape: in the core set, once
+            variant(f"{backend} backend, compiled stages (CUDA graph)", module, key, dtype, name,
+                    lambda m, on: m.set_compiled(on),
+                    "set_compiled(True): torch.compile (inductor) of everything but the spectral ops; the first "
+                    "call's time includes the compilation")
 
         record("reference eager", "float32", lambda: reference(x), DEFAULT_FLAGS,
                "PyTorch defaults: cuDNN TF32 on, matmul TF32 off")
@@ -249,7 +260,7 @@ def e2e_suite(args, rows: Rows, save: Callable[[], Any], budget: Budget,
                        "torch.backends.cuda.matmul.allow_tf32 on: the spectral GEMMs in TF32",
                        module=graphed, key=f"cuda {name}")
             release(graphed)
-            fused(CUDA_FUSED_GRAPH, graphed, f"cuda {name}", dtype, name)
+            variants("cuda", graphed, f"cuda {name}", dtype, name)
         for dtype, name in DTYPES:
             key = f"triton {name}"
             module = modules.get(key)
@@ -260,7 +271,7 @@ def e2e_suite(args, rows: Rows, save: Callable[[], Any], budget: Budget,
                    if dtype == torch.float32 else "bfloat16 convs, FFT float32, output conv float32",
                    module=module, key=key)
             release(module)
-            fused(TRITON_FUSED_GRAPH, module, key, dtype, name)
+            variants("triton", module, key, dtype, name)
             if module is not None:
                 module.use_cuda_graphs = False
             record(TRITON_EAGER, name, lambda m=module: m(x), DEFAULT_FLAGS, key=key)

@@ -6,8 +6,8 @@ value measured per backend (triton, cuda) and whether it is met.
 
 reads DIR/gpu_<card>.json (bench/gpu_bench.py's rows) and DIR/pytest_test_*.txt (the test runs of
 bench/gpu_check.sh), writes DIR/gpu_<card>_<date>.json (machine, rows, tests, targets) and the targets
-table as DIR/gpu_<card>_<date>.md, and prints the table; beside the targets, what the opt-in fused layout
-(``GpuGenerator.set_layout``) gains in bfloat16 at each size.  A target whose rows are missing (skipped, failed,
+table as DIR/gpu_<card>_<date>.md, and prints the table; beside the targets, what the GPU generators'
+opt-in variants (``set_layout``, ``set_compiled``) gain in bfloat16 at each size.  A target whose rows are missing (skipped, failed,
 not run) is "not measured" (met: null), never met.
 
 Speeds compare medians: our backends replayed in a CUDA graph (their default on CUDA) against eager fp32
@@ -26,7 +26,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 BACKENDS = {"triton": "triton backend (CUDA graph)", "cuda": "cuda backend (CUDA graph)"}
 OPS = {"triton": "triton op (fft)", "cuda": "CUDA ext op"}
-FUSED = {"triton": "triton backend, fused layout (CUDA graph)", "cuda": "cuda backend, fused layout (CUDA graph)"}
+# The GPU generators' opt-in variants (bench/gpu_common.py's VARIANTS), reported beside the targets.
+VARIANTS = ("fused layout", "compiled stages")
 REFERENCE_EAGER = "reference eager"
 REFERENCE_GRAPH = "reference (CUDA graph)"
 SIZE_1000 = "1000x750 (752x1000 padded)"
@@ -144,20 +145,23 @@ def targets(rows: Sequence[Dict[str, Any]], tests: Dict[str, Dict[str, Any]]) ->
     return result
 
 
-def fused_layout_gain(rows: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
-    """Not a target: per end-to-end size and backend, the bfloat16 default's median over the opt-in fused
-    layout's (above 1: the fused layout is faster) and the fused rows' share of pixels within 2 levels."""
-    gain: Dict[str, Dict[str, Any]] = {}
+def variant_gains(rows: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """Not targets: per end-to-end size, backend and opt-in variant (VARIANTS), the bfloat16 default's median
+    over the variant's (above 1: the variant is faster), the variant's share of pixels within 2 levels of eager
+    float32 and its first call's seconds (compilation included)."""
+    gains: Dict[str, Dict[str, Dict[str, Any]]] = {}
     for size in e2e_sizes(rows):
-        for name in BACKENDS:
-            fused = _ok(rows, "e2e", size, FUSED[name], "bfloat16")
-            default = _ok(rows, "e2e", size, BACKENDS[name], "bfloat16")
-            if fused is not None:
-                ratio = _ratio(default and default["median_ms"], fused["median_ms"])
-                gain.setdefault(size, {})[name] = {
+        for name, system in BACKENDS.items():
+            default = _ok(rows, "e2e", size, system, "bfloat16")
+            for variant in VARIANTS:
+                row = _ok(rows, "e2e", size, f"{name} backend, {variant} (CUDA graph)", "bfloat16")
+                if row is None:
+                    continue
+                ratio = _ratio(default and default["median_ms"], row["median_ms"])
+                gains.setdefault(size, {}).setdefault(name, {})[variant] = {
                     "speed_up": None if ratio is None else round(ratio, 4),
-                    "within_2": fused.get("vs_eager_final_within2")}
-    return gain
+                    "within_2": row.get("vs_eager_final_within2"), "first_call_s": row.get("first_call_s")}
+    return gains
 
 
 def auto_choice(result: Dict[str, Any]) -> Optional[str]:
@@ -215,15 +219,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     result = targets(rows, tests)
     date = str(machine.get("date", ""))[:10] or "undated"
     stem = f"{source.stem}_{date}"
-    gain = fused_layout_gain(rows)
-    report = {**data, "tests": tests, "targets": result, "auto_on_cuda": auto_choice(result), "fused_layout": gain}
+    gains = variant_gains(rows)
+    report = {**data, "tests": tests, "targets": result, "auto_on_cuda": auto_choice(result), "variants": gains}
     (out / f"{stem}.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     text = (f"# GPU targets: {machine.get('gpu', '?')}, {machine.get('date', '?')}\n\n{table(result)}\n\n"
             f"Backend meeting the most targets: {report['auto_on_cuda'] or 'none measured'}\n")
-    if gain:
-        text += "\nThe opt-in fused layout in bfloat16 (default median / fused median; share within 2 levels):\n\n"
-        text += "".join(f"- {size} {name}: {entry['speed_up']}x; {entry['within_2']}\n"
-                        for size, by_name in gain.items() for name, entry in by_name.items())
+    if gains:
+        text += ("\nThe opt-in variants in bfloat16 (the default's median over the variant's; share of pixels within "
+                 "2 levels of eager float32; first call):\n\n")
+        text += "".join(f"- {size} {name} {variant}: {entry['speed_up']}x; {entry['within_2']}; "
+                        f"{entry['first_call_s']} s\n"
+                        for size, by_name in gains.items() for name, by_variant in by_name.items()
+                        for variant, entry in by_variant.items())
     (out / f"{stem}.md").write_text(text, encoding="utf-8")
     print(text)
     print(f"wrote {out / (stem + '.json')} and .md")

@@ -160,15 +160,21 @@ def test_the_report_lists_the_forward_profile() -> None:
             in text.splitlines())
 
 
-def test_the_fused_layouts_gain_is_reported_beside_the_targets(tmp_path: Path) -> None:
+def test_the_variants_gains_are_reported_beside_the_targets(tmp_path: Path) -> None:
     rows = measured_rows() + [
         row("e2e", SIZE_1000, "triton backend, fused layout (CUDA graph)", "bfloat16", 12.0,
-            vs_eager_final_within2=0.9991),
+            vs_eager_final_within2=0.9991, first_call_s=2.5),
+        row("e2e", SIZE_1000, "triton backend, compiled stages (CUDA graph)", "bfloat16", 7.5,
+            vs_eager_final_within2=1.0, first_call_s=41.0),
         {**row("e2e", "512x512", "cuda backend, fused layout (CUDA graph)", "bfloat16", 1.0), "status": "failed: x"}]
-    assert gt.fused_layout_gain(rows) == {SIZE_1000: {"triton": {"speed_up": 1.25, "within_2": 0.9991}}}
+    assert gt.variant_gains(rows) == {SIZE_1000: {"triton": {
+        "fused layout": {"speed_up": 1.25, "within_2": 0.9991, "first_call_s": 2.5},
+        "compiled stages": {"speed_up": 2.0, "within_2": 1.0, "first_call_s": 41.0}}}}
     # The targets stay those of the defaults.
     assert gt.targets(rows, {})["bf16_1000x750_vs_eager_fp32"]["by_backend"]["triton"]["value"] == 4.0
     (tmp_path / "gpu_x.json").write_text(json.dumps({"machine": {"date": "2026-12-04 00:00:00 UTC"}, "rows": rows}))
     assert gt.main(["--out", str(tmp_path)]) == 0
-    assert json.loads((tmp_path / "gpu_x_2026-12-04.json").read_text())["fused_layout"] == gt.fused_layout_gain(rows)
-    assert f"- {SIZE_1000} triton: 1.25x; 0.9991\n" in (tmp_path / "gpu_x_2026-12-04.md").read_text()
+    assert json.loads((tmp_path / "gpu_x_2026-12-04.json").read_text())["variants"] == gt.variant_gains(rows)
+    text = (tmp_path / "gpu_x_2026-12-04.md").read_text()
+    assert f"- {SIZE_1000} triton fused layout: 1.25x; 0.9991; 2.5 s\n" in text
+    assert f"- {SIZE_1000} triton compiled stages: 2.0x; 1.0; 41.0 s\n" in text

@@ -140,9 +140,16 @@ class GpuSpectral:
         self.dtype = dtype
         self.route = "auto"
         self.fp32_dot = "ieee"
+        self.opaque = False  # set by GpuGenerator.set_compiled: the op stays out of torch.compile's graphs
 
     def __call__(self, x: torch.Tensor, bias: Optional[torch.Tensor], other: Optional[torch.Tensor],
                  relu: bool) -> torch.Tensor:
+        if self.opaque:
+            return _outside_compile(self, x, bias, other, relu)
+        return self.run(x, bias, other, relu)
+
+    def run(self, x: torch.Tensor, bias: Optional[torch.Tensor], other: Optional[torch.Tensor],
+            relu: bool) -> torch.Tensor:
         x = x.to(self.dtype)
         if self.downsample:
             x = F.avg_pool2d(x, kernel_size=2, stride=2)
@@ -152,6 +159,10 @@ class GpuSpectral:
         return torch.ops.lama_fast.triton_spectral_transform(
             x, self.w1, self.b1, self.w_freq, self.b_freq, self.w2, bias, other, relu, self.fft_norm, self.route,
             self.fp32_dot)
+
+
+# What torch.compile does not trace: the spectral op runs as it is, between two compiled graphs.
+_outside_compile = torch.compiler.disable(GpuSpectral.run)
 
 
 class GpuFFC:
@@ -215,6 +226,7 @@ class GpuGenerator(nn.Module):
         # On CUDA, each input shape is captured once as a CUDA graph and replayed (lama_fast.gpu.graphs).
         self.use_cuda_graphs = device.type == "cuda"
         self.graphs = GraphCache(max_graphs=4)
+        self._compiled: Optional[Any] = None
 
     @property
     def graph_error(self) -> Optional[str]:
@@ -253,6 +265,20 @@ class GpuGenerator(nn.Module):
                 conv.set_dtype(torch.float32 if output_dtype is None else output_dtype)
         self.graphs.clear()
 
+    def set_compiled(self, compiled: bool) -> None:
+        """``compiled``: the stages run through ``torch.compile`` (inductor, static shapes) with every spectral
+        op left out of it (each one a graph break), so that the pads, casts, adds and ReLUs around the
+        convolutions fuse into generated kernels. Each new input shape compiles first (tens of seconds; past
+        torch._dynamo's recompile limit a shape runs uncompiled). Off by default."""
+        self._compiled = torch.compile(self._stages, dynamic=False) if compiled else None
+        for op in self.spectral_ops():
+            op.opaque = bool(compiled)
+        self.graphs.clear()
+
+    @property
+    def compiled(self) -> bool:
+        return self._compiled is not None
+
     def set_route(self, route: str) -> None:
         """Force the Fourier units' route: "auto" (by map size), "fft" (cuFFT) or "dft" (DFT matrices)."""
         for op in self.spectral_ops():
@@ -281,8 +307,9 @@ class GpuGenerator(nn.Module):
 
             spectral = precision_of(self.compute_dtype, height // factor, width // factor, route, fp32_dot)
         output = [c.dtype for c in self.convolutions() if c.output]
-        return {"convolutions": conv, "output_convolution": str(output[0] if output else torch.float32).replace(
-                    "torch.", ""), "spectral_transform": spectral,
+        return {"convolutions": conv + (" (torch.compile: inductor around cuDNN)" if self.compiled else ""),
+                "output_convolution": str(output[0] if output else torch.float32).replace("torch.", ""),
+                "spectral_transform": spectral,
                 "layout": "fused (Triton reflect pads, narrow convolutions padded to 8 channels)"
                 if any(c.fused_layout for c in self.convolutions()) else "PyTorch"}
 
@@ -300,9 +327,13 @@ class GpuGenerator(nn.Module):
         with torch.backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False,
                                         allow_tf32=torch.backends.cudnn.allow_tf32):
             out = to_channels_last(x.to(self.compute_dtype))
-            for stage in self.stages:
-                out = stage(out)
+            out = (self._compiled or self._stages)(out)
             return out.to(self.io_dtype).contiguous()
+
+    def _stages(self, out: torch.Tensor) -> torch.Tensor:
+        for stage in self.stages:
+            out = stage(out)
+        return out
 
     def _replay(self, x: torch.Tensor) -> torch.Tensor:
         return self.graphs.run(self._run, x, (torch.backends.cudnn.allow_tf32,

@@ -1,5 +1,6 @@
-"""The Triton layout kernel (lama_fast.kernels.layout) and the GPU generator's fused layout, against PyTorch's
-reflect padding in float64 and the golden vectors.
+"""The GPU generator's opt-in variants against PyTorch's reflect padding in float64 and the golden vectors: the
+Triton layout kernel (lama_fast.kernels.layout) and the fused layout (set_layout), the compiled stages
+(set_compiled).
 
 Without a GPU these run in Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1), where bfloat16
 loads and stores are wrong: bfloat16 is checked on a GPU only.
@@ -115,3 +116,29 @@ def test_the_output_convolution_dtype_can_follow_the_compute_dtype(golden_dir, g
     fast.set_layout(False)
     assert fast.precision(*batch.shape[2:])["output_convolution"] == "float32"
     assert torch.equal(fast(batch), before)
+
+
+def test_compiled_stages_match_golden_and_break_only_at_the_spectral_ops(golden_dir, golden_case):
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    case = golden_case("inpaint_case")
+    fast = lama_fast.optimize(golden_generator(golden_dir, torch.float32), backend="triton", device=DEVICE)
+    batch = golden_batch(case, torch.float32).to(DEVICE)
+    plain = fast(batch)
+    torch._dynamo.reset()
+    counters.clear()
+    fast.set_compiled(True)
+    try:
+        assert fast.compiled and all(op.opaque for op in fast.spectral_ops())
+        compiled = fast(batch)
+        breaks = dict(counters["graph_break"])
+        assert counters["stats"]["unique_graphs"] >= 2
+        assert breaks and all("GpuSpectral.run" in reason for reason in breaks), breaks
+        assert (compiled.double().cpu() - case["generator_output"]).abs().max().item() <= 2e-6
+        assert "torch.compile" in fast.precision(*batch.shape[2:])["convolutions"]
+    finally:
+        fast.set_compiled(False)
+        torch._dynamo.reset()
+    assert not fast.compiled and not any(op.opaque for op in fast.spectral_ops())
+    assert torch.equal(fast(batch), plain)
