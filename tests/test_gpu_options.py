@@ -142,3 +142,22 @@ def test_compiled_stages_match_golden_and_break_only_at_the_spectral_ops(golden_
         torch._dynamo.reset()
     assert not fast.compiled and not any(op.opaque for op in fast.spectral_ops())
     assert torch.equal(fast(batch), plain)
+
+
+def test_the_cuda_backends_generator_matches_golden_through_the_emulation(golden_dir, golden_case):
+    """The cuda backend's generator (GpuGenerator with the CUDA op's pipeline, here emulated on the CPU)."""
+    from lama_fast._build import extension_reasons
+    from lama_fast.gpu.generator import build_gpu_generator
+
+    if extension_reasons():
+        pytest.skip("; ".join(extension_reasons()))
+    case = golden_case("inpaint_case")
+    fast = build_gpu_generator(golden_generator(golden_dir, torch.float32), torch.device("cpu"), torch.float32,
+                               spectral="cuda-emulated")
+    assert {op.implementation for op in fast.spectral_ops()} == {"cuda-emulated"}
+    assert fast.precision(64, 64)["spectral_transform"]["fft"].startswith("float32 cuFFT")
+    out = fast(golden_batch(case, torch.float32))
+    assert out.dtype == torch.float32
+    assert (out.double() - case["generator_output"]).abs().max().item() <= 2e-6
+    fast.set_layout(True)  # the fused layout with the cuda backend's op
+    assert (fast(golden_batch(case, torch.float32)).double() - case["generator_output"]).abs().max().item() <= 2e-6

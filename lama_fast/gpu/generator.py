@@ -121,12 +121,15 @@ class GpuConvTranspose:
         return activate(out, self.activation)
 
 
-SPECTRAL_IMPLEMENTATIONS = ("triton", "cuda")
+# "cuda-emulated": the CUDA op's pipeline run on the CPU (lama_fast::cuda_emulated_spectral_transform), how the
+# cuda backend's generator is checked on a machine without a GPU.
+SPECTRAL_IMPLEMENTATIONS = ("triton", "cuda", "cuda-emulated")
 
 
 class GpuSpectral:
     """The spectral transform as one op, with weights folded by ``lama_fast.rewrite.fold_spectral``: the
-    Triton op (``implementation="triton"``) or the CUDA extension's ``lama_fast::spectral_transform``."""
+    Triton op (``implementation="triton"``), the CUDA extension's ``lama_fast::spectral_transform`` ("cuda") or
+    its pipeline emulated on the CPU ("cuda-emulated")."""
 
     def __init__(self, spectral: Spectral, device, dtype, implementation: str = "triton") -> None:
         if implementation not in SPECTRAL_IMPLEMENTATIONS:
@@ -153,9 +156,10 @@ class GpuSpectral:
         x = x.to(self.dtype)
         if self.downsample:
             x = F.avg_pool2d(x, kernel_size=2, stride=2)
-        if self.implementation == "cuda":
-            return torch.ops.lama_fast.spectral_transform(x, self.w1, self.b1, self.w_freq, self.b_freq, self.w2, bias,
-                                                          other, relu, self.fft_norm)
+        if self.implementation != "triton":
+            op = (torch.ops.lama_fast.spectral_transform if self.implementation == "cuda"
+                  else torch.ops.lama_fast.cuda_emulated_spectral_transform)
+            return op(x, self.w1, self.b1, self.w_freq, self.b_freq, self.w2, bias, other, relu, self.fft_norm)
         return torch.ops.lama_fast.triton_spectral_transform(
             x, self.w1, self.b1, self.w_freq, self.b_freq, self.w2, bias, other, relu, self.fft_norm, self.route,
             self.fp32_dot)
@@ -298,7 +302,7 @@ class GpuGenerator(nn.Module):
         ops = self.spectral_ops()
         if not ops:
             spectral = None
-        elif ops[0].implementation == "cuda":
+        elif ops[0].implementation != "triton":
             from lama_fast.backends.cuda import cuda_precision_of
 
             spectral = cuda_precision_of(self.compute_dtype)
@@ -347,7 +351,8 @@ class GpuGenerator(nn.Module):
 def build_gpu_generator(generator: nn.Module, device: torch.device, dtype: torch.dtype,
                         spectral: str = "triton") -> GpuGenerator:
     """Fold and place ``generator`` (reference or original code) for the triton backend
-    (``spectral="triton"``) or the cuda backend (``spectral="cuda"``: the extension's op)."""
+    (``spectral="triton"``) or the cuda backend (``spectral="cuda"``: the extension's op; "cuda-emulated":
+    its pipeline on the CPU)."""
     if spectral not in SPECTRAL_IMPLEMENTATIONS:
         raise ValueError(f"spectral must be one of {SPECTRAL_IMPLEMENTATIONS}, got {spectral!r}")
     records = fold_pads(iter_records(generator), lambda pad, stage: True)
