@@ -366,5 +366,11 @@ def build_gpu_generator(generator: nn.Module, device: torch.device, dtype: torch
     if spectral == "triton":
         # The Triton ops register on import.
         import lama_fast.kernels.spectral  # noqa: F401
+    else:
+        from .._build import extension_reasons  # importing lama_fast._C registers its ops
+
+        reasons = extension_reasons()
+        if reasons:
+            raise RuntimeError(f"the {spectral} spectral op needs lama_fast._C: {'; '.join(reasons)}")
 
     return GpuGenerator(stages, device, dtype, input_channels(generator), getattr(generator, "config", None))
