@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch._dynamo
 
 import lama_fast
 from lama_fast.kernels import triton_reasons
