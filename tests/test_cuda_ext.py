@@ -118,10 +118,11 @@ def test_emulated_spectral_transform(dtype, shape, norm):
 
 
 def _channel_slice(t, before, after, seed):
-    """``t`` as channels [before, before + C) of a wider channels-last tensor (how the GPU generator
-    hands the op an FFC layer's global half): its rows lie further apart than its channel count."""
+    """``t`` as channels [before, before + C) of a wider channels-last tensor on t's device (how the GPU
+    generator hands the op an FFC layer's global half): its rows lie further apart than its channel count."""
     n, c, h, w = t.shape
-    wide = rand(n, before + c + after, h, w, seed=seed).to(t.dtype).contiguous(memory_format=torch.channels_last)
+    wide = rand(n, before + c + after, h, w, seed=seed).to(device=t.device, dtype=t.dtype).contiguous(
+        memory_format=torch.channels_last)
     wide[:, before:before + c] = t
     view = wide[:, before:before + c]
     assert not view.is_contiguous(memory_format=torch.channels_last) and view.stride(1) == 1
@@ -387,6 +388,288 @@ def test_cuda_sources_compile_with_nvcc(nvcc_results, source, arch):
     assert not ours, "\n".join(ours)
 
 
+# --- the cuFFT plan cache (csrc/cuda/fft_plans.cu) on a fake CUDA runtime and cuFFT -------------
+
+# A program linking fft_plans.cu, compiled as plain C++, with fakes of the CUDA runtime and cuFFT calls
+# it makes: it runs one scenario (its argument), prints FAIL lines for what went wrong and exits 1 then.
+FAKE_CUFFT_PROGRAM = r"""
+// csrc/cuda/fft_plans.cu on a fake CUDA runtime and cuFFT: handles are
+// numbers, streams are numbers, a stream "captures" when the scenario says so.
+#include <cuda_runtime.h>
+#include <cufft.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cuda/spectral_cuda.h"
+
+namespace fake {
+struct Handle {
+  bool alive = true;
+  cudaStream_t stream = nullptr;
+  void* work = nullptr;
+};
+std::mutex mutex;
+std::map<cufftHandle, Handle> handles;
+cufftHandle next_handle = 1;
+int makes = 0, destroys = 0, execs = 0, wrong = 0;
+std::set<cudaStream_t> capturing;
+bool query_fails = false;
+thread_local cudaStream_t caller_stream = nullptr;
+thread_local void* caller_work = nullptr;
+
+cufftResult exec(cufftHandle h) {
+  std::lock_guard<std::mutex> lock(mutex);
+  Handle& handle = handles.at(h);
+  ++execs;
+  // What a launch would capture: the handle's stream and work area now.
+  if (!handle.alive || handle.stream != caller_stream || handle.work != caller_work) ++wrong;
+  return CUFFT_SUCCESS;
+}
+}  // namespace fake
+
+cudaError_t cudaGetDevice(int* device) {
+  *device = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaGetLastError() { return cudaSuccess; }
+const char* cudaGetErrorString(cudaError_t) { return "fake error"; }
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status) {
+  std::lock_guard<std::mutex> lock(fake::mutex);
+  if (fake::query_fails) return cudaErrorStreamCaptureImplicit;
+  *status = fake::capturing.count(stream) ? cudaStreamCaptureStatusActive : cudaStreamCaptureStatusNone;
+  return cudaSuccess;
+}
+cufftResult cufftCreate(cufftHandle* h) {
+  std::lock_guard<std::mutex> lock(fake::mutex);
+  *h = fake::next_handle++;
+  fake::handles[*h] = fake::Handle();
+  return CUFFT_SUCCESS;
+}
+cufftResult cufftSetAutoAllocation(cufftHandle, int) { return CUFFT_SUCCESS; }
+cufftResult cufftMakePlanMany64(cufftHandle, int, long long*, long long*, long long, long long, long long*,
+                                long long, long long, cufftType, long long, size_t* work) {
+  std::lock_guard<std::mutex> lock(fake::mutex);
+  ++fake::makes;
+  *work = 256;
+  return CUFFT_SUCCESS;
+}
+cufftResult cufftDestroy(cufftHandle h) {
+  std::lock_guard<std::mutex> lock(fake::mutex);
+  fake::handles.at(h).alive = false;
+  ++fake::destroys;
+  return CUFFT_SUCCESS;
+}
+cufftResult cufftSetStream(cufftHandle h, cudaStream_t stream) {
+  {
+    std::lock_guard<std::mutex> lock(fake::mutex);
+    fake::handles.at(h).stream = stream;
+  }
+  // Room for another thread to set its own stream before this one launches.
+  std::this_thread::sleep_for(std::chrono::microseconds(20));
+  return CUFFT_SUCCESS;
+}
+cufftResult cufftSetWorkArea(cufftHandle h, void* work) {
+  std::lock_guard<std::mutex> lock(fake::mutex);
+  fake::handles.at(h).work = work;
+  return CUFFT_SUCCESS;
+}
+cufftResult cufftExecR2C(cufftHandle h, cufftReal*, cufftComplex*) { return fake::exec(h); }
+cufftResult cufftExecC2R(cufftHandle h, cufftComplex*, cufftReal*) { return fake::exec(h); }
+cufftResult cufftExecD2Z(cufftHandle h, cufftDoubleReal*, cufftDoubleComplex*) { return fake::exec(h); }
+cufftResult cufftExecZ2D(cufftHandle h, cufftDoubleComplex*, cufftDoubleReal*) { return fake::exec(h); }
+
+namespace {
+
+using namespace lama_fast::cuda;
+
+int failures = 0;
+
+void check(bool ok, const std::string& what) {
+  if (!ok) {
+    std::printf("FAIL: %s\n", what.c_str());
+    ++failures;
+  }
+}
+
+cudaStream_t stream(std::uintptr_t n) { return reinterpret_cast<cudaStream_t>(n); }
+
+FftKey key(int64_t channels, int64_t height, int64_t width, bool inverse = false) {
+  FftKey k;
+  k.channels = channels;
+  k.height = height;
+  k.width = width;
+  k.inverse = inverse;
+  return k;
+}
+
+// A work area of its own per call, which fake::exec expects on the plan.
+void* allocate(std::size_t bytes, void*) {
+  thread_local std::vector<std::vector<char>> areas;
+  areas.emplace_back(bytes);
+  fake::caller_work = areas.back().data();
+  return fake::caller_work;
+}
+
+std::string run(const FftKey& k, cudaStream_t s) {
+  fake::caller_stream = s;
+  float data = 0;
+  return fft_exec(k, &data, &data, &allocate, nullptr, s);
+}
+
+void set_capturing(cudaStream_t s, bool on) {
+  std::lock_guard<std::mutex> lock(fake::mutex);
+  if (on) {
+    fake::capturing.insert(s);
+  } else {
+    fake::capturing.erase(s);
+  }
+}
+
+bool alive(cufftHandle h) {
+  std::lock_guard<std::mutex> lock(fake::mutex);
+  return fake::handles.at(h).alive;
+}
+
+void check_cache(std::size_t cached, std::size_t pinned, const std::string& when) {
+  const FftPlanCache c = fft_plan_cache();
+  check(c.cached == cached && c.pinned == pinned, when + ": " + std::to_string(c.cached) + " plans cached, " +
+                                                      std::to_string(c.pinned) + " pinned, want " +
+                                                      std::to_string(cached) + ", " + std::to_string(pinned));
+}
+
+void capture_needs_warm_up() {
+  const cudaStream_t s = stream(7);
+  set_capturing(s, true);
+  const std::string error = run(key(384, 64, 64), s);
+  std::printf("message: %s\n", error.c_str());
+  check(!error.empty(), "a plan made during capture");
+  check(fake::makes == 0 && fake::handles.empty() && fake::execs == 0, "cuFFT called for a refused plan");
+  set_capturing(s, false);
+  check(run(key(384, 64, 64), s).empty(), "the eager call");
+  check_cache(1, 0, "after the eager call");
+  set_capturing(s, true);
+  check(run(key(384, 64, 64), s).empty(), "the cached plan during capture");
+  check(fake::makes == 1 && fake::execs == 2 && fake::wrong == 0, "the captured execution");
+  check_cache(1, 1, "after the capture");
+}
+
+void query_error() {
+  fake::query_fails = true;
+  const std::string error = run(key(8, 4, 4), stream(1));
+  std::printf("message: %s\n", error.c_str());
+  check(!error.empty() && fake::makes == 0 && fake::execs == 0, "a failed capture query");
+}
+
+void eviction_keeps_pinned_plans() {
+  const cudaStream_t s = stream(3);
+  check(fft_set_plan_limit(2).limit == 2, "the limit");
+  run(key(8, 4, 4), s);  // handle 1
+  set_capturing(s, true);
+  run(key(8, 4, 4), s);
+  set_capturing(s, false);
+  for (int w = 5; w < 10; ++w) {
+    check(run(key(8, 4, w), s).empty(), "an eager call");  // handles 2..6
+    check_cache(2, 1, "an eager call past the limit");
+  }
+  check(alive(1) && !alive(2) && !alive(5) && alive(6), "the least recently used unpinned plans destroyed");
+  set_capturing(s, true);
+  check(run(key(8, 4, 4), s).empty(), "the pinned plan during capture");
+  check(run(key(8, 4, 9), s).empty(), "the newest plan during capture");
+  set_capturing(s, false);
+  check(fake::makes == 6 && fake::wrong == 0, "plans made once and used as they were set");
+  check_cache(2, 2, "two pinned plans");
+  check(run(key(8, 4, 12), s).empty(), "an eager call with every cached plan pinned");  // handle 7
+  check_cache(3, 2, "past the limit when every other plan is pinned");
+  const FftPlanCache c = fft_set_plan_limit(0);
+  check(c.cached == 2 && c.pinned == 2 && !alive(7), "limit 0 keeps only the pinned plans");
+  fft_clear_plans();
+  check_cache(2, 2, "clearing keeps the pinned plans");
+  check(alive(1) && alive(6), "pinned plans alive");
+  check(run(key(8, 4, 13), s).empty() && fake::wrong == 0, "limit 0 keeps the plan just made until it has run");
+  check_cache(3, 2, "the plan just made at limit 0");
+}
+
+void threads_share_plans() {
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([t] {
+      for (int i = 0; i < 200; ++i) {
+        check(run(key(16, 8, 8, i % 2 == 1), stream(100 + t)).empty(), "a threaded call");
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  check(fake::execs == 1600 && fake::makes == 2, "one plan per direction for every thread");
+  std::printf("executions with another thread's stream or work area: %d\n", fake::wrong);
+  check(fake::wrong == 0, "stream and work area swapped between setting and launching");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string scenario = argc > 1 ? argv[1] : "";
+  const std::map<std::string, void (*)()> scenarios = {
+      {"capture_needs_warm_up", capture_needs_warm_up},
+      {"query_error", query_error},
+      {"eviction_keeps_pinned_plans", eviction_keeps_pinned_plans},
+      {"threads_share_plans", threads_share_plans},
+  };
+  const auto found = scenarios.find(scenario);
+  if (found == scenarios.end()) {
+    std::printf("unknown scenario '%s'\n", scenario.c_str());
+    return 2;
+  }
+  found->second();
+  return failures == 0 ? 0 : 1;
+}
+"""
+PLAN_CACHE_SCENARIOS = ("capture_needs_warm_up", "query_error", "eviction_keeps_pinned_plans", "threads_share_plans")
+
+
+@pytest.fixture(scope="session")
+def fake_cufft_program(tmp_path_factory) -> Path:
+    """fft_plans.cu linked with the fake runtime and cuFFT above (nvcc as the C++ compiler, no cudart)."""
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc is not on PATH")
+    include = _cufft_include()
+    if include is None:
+        pytest.skip("no cufft.h found (pip install nvidia-cufft, or set CUDA_HOME to a toolkit that has it)")
+    out_dir = tmp_path_factory.mktemp("fake_cufft")
+    source = out_dir / "fake_cufft.cpp"
+    source.write_text(FAKE_CUFFT_PROGRAM, encoding="utf-8")
+    program = out_dir / "fake_cufft"
+    command = [nvcc, "-std=c++17", "-cudart", "none", "-x", "c++", str(ROOT / "csrc" / "cuda" / "fft_plans.cu"),
+               str(source), "-I", str(ROOT / "csrc"), "-I", include, "-Xcompiler", "-pthread", "-o", str(program)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"the fake-cuFFT program does not build:\n{result.stdout}{result.stderr}"
+    return program
+
+
+@pytest.mark.parametrize("scenario", PLAN_CACHE_SCENARIOS)
+def test_plan_cache_on_a_fake_cufft(fake_cufft_program, scenario):
+    """A plan missing while the stream captures is refused before any cuFFT call; a plan used during
+    capture is pinned through eviction, a lowered limit and clearing; threads sharing a plan each launch
+    on their own stream and work area."""
+    result = subprocess.run([str(fake_cufft_program), scenario], capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    if scenario == "capture_needs_warm_up":
+        assert ("message: the cuFFT plan for the r2c (float) of 384 channels of 64x64 on cuda:0 is made on first "
+                "use, which cannot happen inside CUDA-graph capture: call the op once with this shape and dtype "
+                "before capturing\n") in output
+    if scenario == "query_error":
+        assert "message: cudaStreamIsCapturing failed: fake error for the r2c (float) of 8 channels of 4x4" in output
+
+
 # --- on a GPU: the CUDA ops and the cuda backend ------------------------------------------------
 
 @NEEDS_GPU
@@ -525,3 +808,130 @@ def test_cuda_graphs_give_the_eager_output():
         assert got.shape == want.shape and torch.isfinite(got).all()
         assert scaled_error(got.cpu(), want.cpu()) <= 1e-6
     assert getattr(graphed, "graph_error", None) is None
+
+
+# --- on a GPU: cuFFT plans and CUDA graphs, threads and streams, unaligned GEMM operands --------
+
+def _plan_cache(limit: Optional[int] = None) -> Tuple[int, int, int]:
+    """(limit, plans cached, plans pinned) of the CUDA op's cuFFT plan cache, setting the limit first when given."""
+    return tuple(torch.ops.lama_fast._cufft_plan_cache_limit(limit))
+
+
+def _spectral_on(p, x, dtype, bias=None, other=None, relu=True):
+    """The CUDA op on float64 weights and inputs moved to the GPU in ``dtype`` (on the current stream)."""
+    return torch.ops.lama_fast.spectral_transform(*_st_args(p, x, dtype, bias, other, device="cuda"), relu, "ortho")
+
+
+@NEEDS_GPU
+def test_cuda_capture_before_the_first_call_names_the_missing_plan(ieee_float32):
+    # Shapes no other test uses: their plans are not cached yet.
+    p, x, bias, other, relu, _ = _case((1, 8, 10, 8, 11, 13), seed=71)
+    args = _st_args(p, x, torch.float32, bias, other, device="cuda")
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        # cuBLAS warmed up on the capture stream with the same GEMMs (13x11 positions), other FFT plans.
+        _spectral_on(p, rand(1, 8, 13, 11, seed=72), torch.float32, bias, rand(1, 8, 13, 11, seed=73), relu)
+    stream.synchronize()
+    device = torch.cuda.current_device()
+    message = (f"lama_fast CUDA ops: the cuFFT plan for the r2c (float) of 10 channels of 11x13 on cuda:{device} "
+               "is made on first use, which cannot happen inside CUDA-graph capture: call the op once with this "
+               "shape and dtype before capturing")
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        with torch.cuda.graph(torch.cuda.CUDAGraph(), stream=stream):
+            torch.ops.lama_fast.spectral_transform(*args, relu, "ortho")
+    # One call outside the capture makes the plans; the capture then replays the eager output.
+    with torch.cuda.stream(stream):
+        want = torch.ops.lama_fast.spectral_transform(*args, relu, "ortho")
+    stream.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        got = torch.ops.lama_fast.spectral_transform(*args, relu, "ortho")
+    graph.replay()
+    torch.cuda.synchronize()
+    assert scaled_error(got.cpu(), want.cpu()) <= 1e-6
+
+
+@NEEDS_GPU
+def test_cuda_graph_keeps_its_plans_through_eviction(ieee_float32):
+    limit = _plan_cache()[0]
+    assert limit >= 1
+    p, x, bias, other, relu, _ = _case((1, 8, 12, 8, 9, 14), seed=81)
+    args = _st_args(p, x, torch.float32, bias, other, device="cuda")
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        want = torch.ops.lama_fast.spectral_transform(*args, relu, "ortho")
+    stream.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        got = torch.ops.lama_fast.spectral_transform(*args, relu, "ortho")
+    try:
+        _, cached, pinned = _plan_cache(0)  # destroys every plan the captures did not pin
+        assert pinned >= 2 and cached == pinned
+        # New plans for other shapes take the memory any destroyed plan gave back, then the rest is scribbled on.
+        for seed, (c, h, w) in enumerate([(6, 5, 7), (12, 7, 14), (8, 10, 3)]):
+            q = spectral_weights(c, seed=82 + seed, cin=8, cout=8)
+            _spectral_on(q, rand(1, 8, h, w, seed=90 + seed), torch.float32)
+            assert _plan_cache()[1] <= pinned + 1
+        scribble = torch.full((1 << 26,), float("nan"), device="cuda")
+        got.zero_()
+        graph.replay()
+        torch.cuda.synchronize()
+        del scribble
+        assert scaled_error(got.cpu(), want.cpu()) <= 1e-6
+    finally:
+        assert _plan_cache(limit)[0] == limit
+
+
+@NEEDS_GPU
+def test_cuda_threads_on_their_own_streams_share_plans(ieee_float32):
+    """Two threads, each on its own stream, run the same shape (the same cuFFT plans, with work areas of
+    their own) on different inputs: every output is the single-threaded one."""
+    shape = (1, 64, 32, 64, 48, 40)
+    p = spectral_weights(32, seed=91, cin=64, cout=64)
+    inputs = [rand(1, 64, 48, 40, seed=92 + i) for i in range(4)]
+    want = [_spectral_on(p, x, torch.float32).cpu() for x in inputs]
+    torch.cuda.synchronize()
+    rounds = 24
+
+    def worker(k: int) -> List[torch.Tensor]:
+        stream = torch.cuda.Stream()
+        with torch.cuda.stream(stream):
+            outs = [_spectral_on(p, inputs[(k + i) % len(inputs)], torch.float32) for i in range(rounds)]
+        stream.synchronize()
+        return [out.cpu() for out in outs]
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(worker, range(2)))
+    for k, outs in enumerate(results):
+        for i, out in enumerate(outs):
+            check_output(out, (shape[0], shape[3], shape[4], shape[5]), torch.float32)
+            assert scaled_error(out, want[(k + i) % len(inputs)]) <= 1e-6, (k, i)
+
+
+@NEEDS_GPU
+@pytest.mark.parametrize("blas", ["cublas", "cublaslt"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_cuda_spectral_transform_reads_unaligned_channel_slices(ieee_float32, dtype, blas):
+    """x and other as channel slices starting 3 and 5 channels into 29-channel tensors: GEMM operands off
+    16-byte alignment in start and row stride, under either BLAS library ATen may pick."""
+    shape = (2, 24, 16, 24, 12, 10)
+    p, x, bias, other, relu, _ = _case(shape, seed=101)
+    dense = _st_args(p, x, dtype, bias, other, device="cuda")
+    sliced = list(dense)
+    sliced[0] = _channel_slice(dense[0], 3, 2, seed=102)
+    sliced[7] = _channel_slice(dense[7], 5, 0, seed=103)
+    before = torch.backends.cuda.preferred_blas_library()
+    try:
+        torch.backends.cuda.preferred_blas_library(blas)
+        got = torch.ops.lama_fast.spectral_transform(*sliced, relu, "ortho")
+        want = torch.ops.lama_fast.spectral_transform(*dense, relu, "ortho")
+        torch.cuda.synchronize()
+    finally:
+        torch.backends.cuda.preferred_blas_library(before)
+    check_output(got, (2, 24, 12, 10), dtype)
+    assert scaled_error(got.cpu(), want.cpu()) <= TOLERANCE.get(dtype, HALF_FLOOR.get(dtype))
+    if dtype == torch.float32:
+        reference = spectral_transform_reference(x, *p.values(), bias, other, relu, "ortho")
+        assert scaled_error(got.cpu(), reference) <= FLOAT32_TOL

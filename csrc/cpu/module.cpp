@@ -17,6 +17,8 @@
 //   cuda_emulated_spectral_transform,   cpu/cuda_emulation.cpp: the CUDA pipeline on the CPU,
 //   cuda_emulated_fourier_unit,         for the tests
 //   cuda_emulated_mixed_spectrum
+//   _cufft_plan_cache_limit             cuda/spectral_cuda.cpp (CUDA builds only): the cuFFT plan
+//                                       cache's limit and contents, for the tests
 // docs/ops.md lists them with their Python wrappers, references, tests and
 // benchmarks.
 
@@ -61,6 +63,7 @@ TORCH_LIBRARY_FRAGMENT(lama_fast, m) {
   m.def("cuda_emulated_spectral_transform" LF_SPECTRAL_TRANSFORM_ARGS);
   m.def("cuda_emulated_fourier_unit" LF_FOURIER_UNIT_ARGS);
   m.def("cuda_emulated_mixed_spectrum(Tensor y, Tensor w_freq, Tensor b_freq, str fft_norm) -> Tensor");
+  m.def("_cufft_plan_cache_limit(int? limit=None) -> (int, int, int)");
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -5,6 +5,12 @@
 // tensors where they lie. Plans own no work area: the caller passes one
 // (from PyTorch's caching allocator) for every execution, which keeps the
 // memory in PyTorch's pools, CUDA-graph pools included.
+//
+// CUDA graphs: making a plan allocates device memory and uploads twiddles,
+// which a stream capture cannot record, so a plan missing while the stream
+// captures is an error (the op must run once with that shape first). A plan
+// used while the stream captures is pinned: a graph replays its launches for
+// as long as the graph lives, so the cache never destroys it.
 #include <cuda_runtime.h>
 #include <cufft.h>
 
@@ -22,15 +28,16 @@ namespace lama_fast {
 namespace cuda {
 namespace {
 
-// A plan holds little device memory (no work area), and a CUDA graph that captured
-// an execution keeps using its plan: keep many, so that only a process cycling
-// through over a thousand shapes destroys one a live graph may still replay.
+// A plan holds little device memory (no work area): keep many. Pinned plans
+// count toward the limit but are never evicted: past it with only pinned
+// plans left to drop, the cache grows.
 constexpr std::size_t kMaxPlans = 1024;
 
 struct Plan {
   FftKey key;
   cufftHandle handle = 0;
   std::size_t work_bytes = 0;
+  bool pinned = false;  // used during a stream capture: kept for the process's life
 };
 
 bool same_key(const FftKey& a, const FftKey& b) {
@@ -90,16 +97,42 @@ cufftType type_of(const FftKey& k) {
   return k.inverse ? CUFFT_C2R : CUFFT_R2C;
 }
 
-// The cached plan for `key`, made if needed; called with plans_mutex() held.
-std::string find_plan(const FftKey& key, Plan** found) {
+// Plans kept before the least recently used unpinned ones are destroyed.
+std::size_t& plan_limit() {
+  static std::size_t limit = kMaxPlans;
+  return limit;
+}
+
+// Destroys the least recently used unpinned plans, never one of the first
+// `keep` (most recently used), until at most plan_limit() remain or none of the
+// rest is unpinned. Called with plans_mutex() held.
+void trim(std::list<Plan>& cache, std::size_t keep) {
+  std::size_t index = cache.size();
+  auto it = cache.end();
+  while (cache.size() > plan_limit() && index > keep) {
+    --it;
+    --index;
+    if (!it->pinned) {
+      cufftDestroy(it->handle);
+      it = cache.erase(it);
+    }
+  }
+}
+
+// The cached plan for `key`, moved to the front, or null; called with plans_mutex() held.
+Plan* cached_plan(const FftKey& key) {
   auto& cache = plans();
   for (auto it = cache.begin(); it != cache.end(); ++it) {
     if (same_key(it->key, key)) {
       cache.splice(cache.begin(), cache, it);
-      *found = &cache.front();
-      return std::string();
+      return &cache.front();
     }
   }
+  return nullptr;
+}
+
+// Makes the plan for `key` and caches it in front; called with plans_mutex() held.
+std::string make_plan(const FftKey& key, Plan** made) {
   int current = 0;
   cudaError_t cerr = cudaGetDevice(&current);
   if (cerr != cudaSuccess) return std::string("cudaGetDevice failed: ") + cudaGetErrorString(cerr);
@@ -127,25 +160,48 @@ std::string find_plan(const FftKey& key, Plan** found) {
     cufftDestroy(plan.handle);
     return failed("cufftSetAutoAllocation", r, key);
   }
+  auto& cache = plans();
   cache.push_front(plan);
-  while (cache.size() > kMaxPlans) {
-    cufftDestroy(cache.back().handle);
-    cache.pop_back();
-  }
-  *found = &cache.front();
+  trim(cache, 1);
+  *made = &cache.front();
   return std::string();
+}
+
+FftPlanCache cache_state() {
+  FftPlanCache state;
+  state.limit = plan_limit();
+  for (const Plan& plan : plans()) {
+    ++state.cached;
+    if (plan.pinned) ++state.pinned;
+  }
+  return state;
 }
 
 }  // namespace
 
 std::string fft_exec(const FftKey& key, const void* in, void* out, WorkAllocator allocate, void* context,
                      cudaStream_t stream) {
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  const cudaError_t cerr = cudaStreamIsCapturing(stream, &capture);
+  if (cerr != cudaSuccess) {
+    cudaGetLastError();  // not left for a later launch check to report
+    return std::string("cudaStreamIsCapturing failed: ") + cudaGetErrorString(cerr) + " for the " + describe(key);
+  }
+  const bool capturing = capture != cudaStreamCaptureStatusNone;
   // The handle's stream and work area are set and used under the lock, so two
   // threads sharing a plan cannot swap them between setting and launching.
   std::lock_guard<std::mutex> lock(plans_mutex());
-  Plan* plan = nullptr;
-  std::string error = find_plan(key, &plan);
-  if (!error.empty()) return error;
+  Plan* plan = cached_plan(key);
+  if (plan == nullptr) {
+    if (capturing) {
+      return "the cuFFT plan for the " + describe(key) +
+             " is made on first use, which cannot happen inside CUDA-graph capture: call the op once with this "
+             "shape and dtype before capturing";
+    }
+    std::string error = make_plan(key, &plan);
+    if (!error.empty()) return error;
+  }
+  if (capturing) plan->pinned = true;
   cufftResult r = cufftSetStream(plan->handle, stream);
   if (r != CUFFT_SUCCESS) return failed("cufftSetStream", r, key);
   if (plan->work_bytes > 0) {
@@ -166,15 +222,29 @@ std::string fft_exec(const FftKey& key, const void* in, void* out, WorkAllocator
   return std::string();
 }
 
-std::size_t fft_plans_cached() {
+FftPlanCache fft_plan_cache() {
   std::lock_guard<std::mutex> lock(plans_mutex());
-  return plans().size();
+  return cache_state();
+}
+
+FftPlanCache fft_set_plan_limit(std::size_t limit) {
+  std::lock_guard<std::mutex> lock(plans_mutex());
+  plan_limit() = limit;
+  trim(plans(), 0);
+  return cache_state();
 }
 
 void fft_clear_plans() {
   std::lock_guard<std::mutex> lock(plans_mutex());
-  for (auto& plan : plans()) cufftDestroy(plan.handle);
-  plans().clear();
+  auto& cache = plans();
+  for (auto it = cache.begin(); it != cache.end();) {
+    if (it->pinned) {
+      ++it;
+    } else {
+      cufftDestroy(it->handle);
+      it = cache.erase(it);
+    }
+  }
 }
 
 }  // namespace cuda

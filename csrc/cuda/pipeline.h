@@ -74,6 +74,11 @@ inline cuda_math::StepArgs step_args(const at::Tensor& in, const void* in2, cons
 // (N, C, H, W) `t` as its (N*H*W, C) matrix: a view when t is channels last,
 // also when it is a channel slice of a channels-last tensor (rows then lie
 // further apart than C, which the GEMMs read as they are), else a copy.
+// Such a slice (x, or `other`, which addmm copies into the output first)
+// may start at any channel with any row stride: ATen gives cuBLAS the
+// pointer and leading dimension as they are and tells cuBLASLt their actual
+// alignment, so a start or stride off 16 bytes costs at most the vectorised
+// kernels, never a failure. Every other GEMM operand is a fresh dense tensor.
 inline at::Tensor positions_by_channels(const at::Tensor& t) {
   return t.permute({0, 2, 3, 1}).reshape({t.size(0) * t.size(2) * t.size(3), t.size(1)});
 }

@@ -4,6 +4,9 @@
 // stream, with work areas from PyTorch's caching allocator. Registered for
 // CUDA tensors under the ops' schemas (csrc/cpu/module.cpp):
 //   lama_fast::spectral_transform, lama_fast::fourier_unit
+//   lama_fast::_cufft_plan_cache_limit(int? limit=None) -> (int, int, int)
+//       sets the cuFFT plan cache's limit when given; returns (limit, plans
+//       cached, plans pinned by CUDA-graph captures), for the tests
 // float32, float64, float16 and bfloat16 activations at any size; the FFTs
 // run in float32 (float64 for float64). Only built with a CUDA build of torch.
 #include <ATen/ATen.h>
@@ -13,6 +16,7 @@
 
 #include <optional>
 #include <string>
+#include <tuple>
 
 #include "cuda/pipeline.h"
 #include "cuda/spectral_cuda.h"
@@ -61,8 +65,9 @@ struct CudaDevice {
     key.width = d.W;
     key.inverse = inverse;
     key.double_precision = in.scalar_type() == at::kDouble;
-    // From the caching allocator on the current stream: freed when `work` goes out of scope,
-    // then reusable by later work on the same stream (inside a CUDA graph: the graph's pool).
+    // From the caching allocator on the current stream, which is `stream`, the one the plan runs
+    // on (so no recordStream): freed when `work` goes out of scope, then reusable only by later
+    // work on that stream (inside a CUDA graph: the graph's pool).
     WorkArea work{in.options().dtype(at::kByte), at::Tensor()};
     ok(cuda::fft_exec(key, in.data_ptr(), out.data_ptr(), &WorkArea::allocate, &work, stream));
   }
@@ -76,10 +81,23 @@ struct CudaDevice {
 
 using CudaOps = pipeline::Ops<CudaDevice>;
 
+std::tuple<int64_t, int64_t, int64_t> cufft_plan_cache_limit(std::optional<int64_t> limit) {
+  TORCH_CHECK(!limit.has_value() || *limit >= 0, "_cufft_plan_cache_limit: limit must be at least 0, got ",
+              limit.value_or(0));
+  const cuda::FftPlanCache cache =
+      limit.has_value() ? cuda::fft_set_plan_limit(static_cast<std::size_t>(*limit)) : cuda::fft_plan_cache();
+  return {static_cast<int64_t>(cache.limit), static_cast<int64_t>(cache.cached), static_cast<int64_t>(cache.pinned)};
+}
+
 }  // namespace
 }  // namespace lama_fast
 
 TORCH_LIBRARY_IMPL(lama_fast, CUDA, m) {
   m.impl("spectral_transform", &lama_fast::args::Entry<lama_fast::CudaOps>::spectral_transform);
   m.impl("fourier_unit", &lama_fast::args::Entry<lama_fast::CudaOps>::fourier_unit);
+}
+
+// No tensor arguments: dispatched to its CompositeExplicitAutograd kernel.
+TORCH_LIBRARY_IMPL(lama_fast, CompositeExplicitAutograd, m) {
+  m.impl("_cufft_plan_cache_limit", &lama_fast::cufft_plan_cache_limit);
 }

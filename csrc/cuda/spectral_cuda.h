@@ -36,11 +36,22 @@ struct FftKey {
 using WorkAllocator = void* (*)(std::size_t bytes, void* context);
 
 // Runs the plan (made on first use, then cached) on `stream`, with a work area
-// from `allocate(bytes, context)`. A c2r transform overwrites its input.
+// from `allocate(bytes, context)`. A c2r transform overwrites its input. While
+// `stream` is capturing a CUDA graph, a plan not yet cached is an error (made
+// outside the capture only) and the plan used is pinned: never destroyed.
 std::string fft_exec(const FftKey& key, const void* in, void* out, WorkAllocator allocate, void* context,
                      cudaStream_t stream);
-// Plans currently cached, and dropping them all (e.g. to give their memory back).
-std::size_t fft_plans_cached();
+
+// The plan cache: its limit (1024 unless set), the plans in it, and how many of
+// them are pinned. Beyond the limit the least recently used unpinned plans are
+// destroyed (never the one just made); pinned ones count but stay.
+struct FftPlanCache {
+  std::size_t limit = 0, cached = 0, pinned = 0;
+};
+FftPlanCache fft_plan_cache();
+// Sets the limit, destroying unpinned plans above it at once.
+FftPlanCache fft_set_plan_limit(std::size_t limit);
+// Destroys every unpinned plan (e.g. to give their memory back).
 void fft_clear_plans();
 
 }  // namespace cuda
