@@ -822,6 +822,18 @@ def _spectral_on(p, x, dtype, bias=None, other=None, relu=True):
     return torch.ops.lama_fast.spectral_transform(*_st_args(p, x, dtype, bias, other, device="cuda"), relu, "ortho")
 
 
+def _eager_then_captured(args, relu, stream):
+    """The op run eagerly on ``stream`` (making its plans), then captured on it: (eager output, graph, the
+    graph's output tensor)."""
+    with torch.cuda.stream(stream):
+        want = torch.ops.lama_fast.spectral_transform(*args, relu, "ortho")
+    stream.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        got = torch.ops.lama_fast.spectral_transform(*args, relu, "ortho")
+    return want, graph, got
+
+
 @NEEDS_GPU
 def test_cuda_capture_before_the_first_call_names_the_missing_plan(ieee_float32):
     # Shapes no other test uses: their plans are not cached yet.
@@ -841,12 +853,7 @@ def test_cuda_capture_before_the_first_call_names_the_missing_plan(ieee_float32)
         with torch.cuda.graph(torch.cuda.CUDAGraph(), stream=stream):
             torch.ops.lama_fast.spectral_transform(*args, relu, "ortho")
     # One call outside the capture makes the plans; the capture then replays the eager output.
-    with torch.cuda.stream(stream):
-        want = torch.ops.lama_fast.spectral_transform(*args, relu, "ortho")
-    stream.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=stream):
-        got = torch.ops.lama_fast.spectral_transform(*args, relu, "ortho")
+    want, graph, got = _eager_then_captured(args, relu, stream)
     graph.replay()
     torch.cuda.synchronize()
     assert scaled_error(got.cpu(), want.cpu()) <= 1e-6
@@ -860,12 +867,7 @@ def test_cuda_graph_keeps_its_plans_through_eviction(ieee_float32):
     args = _st_args(p, x, torch.float32, bias, other, device="cuda")
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        want = torch.ops.lama_fast.spectral_transform(*args, relu, "ortho")
-    stream.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=stream):
-        got = torch.ops.lama_fast.spectral_transform(*args, relu, "ortho")
+    want, graph, got = _eager_then_captured(args, relu, stream)
     try:
         _, cached, pinned = _plan_cache(0)  # destroys every plan the captures did not pin
         assert pinned >= 2 and cached == pinned
