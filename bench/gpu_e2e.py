@@ -212,10 +212,13 @@ def e2e_suite(args, rows: Rows, save: Callable[[], Any], budget: Budget,
             except Exception as error:
                 rows.append(skip_row("e2e", label, system, name, f"failed: switching it on raised {describe(error)}"))
                 return
+            graphs = module.use_cuda_graphs
+            module.use_cuda_graphs = True
             try:
                 record(system, name, lambda m=module: m(x), DEFAULT_FLAGS, note, module=module, key=key)
             finally:
                 switch(module, False)
+                module.use_cuda_graphs = graphs
                 release(module)
 
         def variants(backend, module, key, dtype, name):
@@ -223,8 +226,10 @@ def e2e_suite(args, rows: Rows, save: Callable[[], Any], budget: Budget,
                     lambda m, on: m.set_layout(on, output_dtype=dtype if on else None),
                     "set_layout(True, output_dtype=bfloat16): reflect pads with the cast as one Triton pass, "
                     "the 7x7 convs padded to 8 channels, the output conv in bfloat16")
-            if core and (backend != "triton" or label.split(" ")[0] not in profile_labels):
-                return  # compiling takes tens of seconds a shape: in the core set, once
+            if not core:
+                compiled_stages(backend, module, key, dtype, name)
+
+        def compiled_stages(backend, module, key, dtype, name):
             variant(f"{backend} backend, compiled stages (CUDA graph)", module, key, dtype, name,
                     lambda m, on: m.set_compiled(on),
                     "set_compiled(True): torch.compile (inductor) of everything but the spectral ops; the first "
@@ -291,4 +296,7 @@ def e2e_suite(args, rows: Rows, save: Callable[[], Any], budget: Budget,
         torch.cuda.empty_cache()
         if label.split(" ")[0] in profile_labels:
             profile_forward(rows, label, modules, problems, x, budget)
+            if core:  # compiling takes tens of seconds a shape: in the core set once, last
+                compiled_stages("triton", modules.get("triton bfloat16"), "triton bfloat16", torch.bfloat16,
+                                "bfloat16")
         save()
