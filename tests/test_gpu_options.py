@@ -161,3 +161,26 @@ def test_the_cuda_backends_generator_matches_golden_through_the_emulation(golden
     assert (out.double() - case["generator_output"]).abs().max().item() <= 2e-6
     fast.set_layout(True)  # the fused layout with the cuda backend's op
     assert (fast(golden_batch(case, torch.float32)).double() - case["generator_output"]).abs().max().item() <= 2e-6
+
+
+@pytest.mark.parametrize("padding, mode", [((3, 3, 3, 3), "reflect"), ((1, 2, 0, 1), "constant"), (None, "zeros")])
+@pytest.mark.parametrize("channels", [(4, 3), (16, 12)], ids=["narrow", "wide"])
+def test_a_fused_convolution_gives_the_plain_ones_output(padding, mode, channels):
+    from lama_fast.gpu.generator import GpuConv
+    from lama_fast.rewrite import Conv
+
+    cin, cout = channels
+    gen = torch.Generator().manual_seed(cin * 10 + cout)
+    record = Conv(weight=torch.randn(cout, cin, 7, 7, generator=gen, dtype=torch.float64),
+                  bias=torch.randn(cout, generator=gen, dtype=torch.float64), conv_padding=(1, 1),
+                  explicit_padding=padding, padding_mode=mode, activation="relu")
+    conv = GpuConv(record, DEVICE, torch.float32)
+    x = torch.randn(2, cin, 9, 11, generator=gen).to(DEVICE).contiguous(memory_format=torch.channels_last)
+    plain = conv(x)
+    conv.fused_layout = True
+    fused = conv(x)
+    if cin < 8:
+        assert conv.padded_weights()[0].shape[:2] == (8, 8)
+    assert fused.shape == plain.shape
+    # Zero channels add exact zeros; the convolution may sum in another order.
+    assert (fused - plain).abs().max().item() <= 1e-5 * max(1.0, plain.abs().max().item())

@@ -83,15 +83,16 @@ class GpuConv:
         weight, bias = self.weight, self.bias
         if self.fused_layout:
             weight, bias = self.padded_weights()
-            pads = self.explicit_padding if self.padding_mode == "reflect" else None
-            if pads is not None or weight.shape[1] != x.shape[1]:
+            reflect = self.explicit_padding is not None and self.padding_mode == "reflect"
+            if reflect or weight.shape[1] != x.shape[1]:
                 from lama_fast.kernels.layout import reflect_pad_nhwc
 
-                x = reflect_pad_nhwc(to_channels_last(x), pads or (0, 0, 0, 0), self.dtype, weight.shape[1])
-            elif self.explicit_padding is not None:
-                x = F.pad(x.to(self.dtype), self.explicit_padding, mode=self.padding_mode)
+                x = reflect_pad_nhwc(to_channels_last(x), self.explicit_padding if reflect else (0, 0, 0, 0),
+                                     self.dtype, weight.shape[1])
             else:
                 x = x.to(self.dtype)
+            if self.explicit_padding is not None and not reflect:
+                x = F.pad(x, self.explicit_padding, mode=self.padding_mode)
         else:
             x = x.to(self.dtype)
             if self.explicit_padding is not None:
@@ -143,12 +144,14 @@ class GpuSpectral:
         self.dtype = dtype
         self.route = "auto"
         self.fp32_dot = "ieee"
-        self.opaque = False  # set by GpuGenerator.set_compiled: the op stays out of torch.compile's graphs
+        # GpuGenerator.set_compiled: ``run`` wrapped by torch.compiler.disable, so that the op stays out of
+        # torch.compile's graphs (runs as it is, between two of them); None otherwise.
+        self.opaque: Optional[Any] = None
 
     def __call__(self, x: torch.Tensor, bias: Optional[torch.Tensor], other: Optional[torch.Tensor],
                  relu: bool) -> torch.Tensor:
-        if self.opaque:
-            return _outside_compile(self, x, bias, other, relu)
+        if self.opaque is not None:
+            return self.opaque(x, bias, other, relu)
         return self.run(x, bias, other, relu)
 
     def run(self, x: torch.Tensor, bias: Optional[torch.Tensor], other: Optional[torch.Tensor],
@@ -163,10 +166,6 @@ class GpuSpectral:
         return torch.ops.lama_fast.triton_spectral_transform(
             x, self.w1, self.b1, self.w_freq, self.b_freq, self.w2, bias, other, relu, self.fft_norm, self.route,
             self.fp32_dot)
-
-
-# What torch.compile does not trace: the spectral op runs as it is, between two compiled graphs.
-_outside_compile = torch.compiler.disable(GpuSpectral.run)
 
 
 class GpuFFC:
@@ -276,7 +275,7 @@ class GpuGenerator(nn.Module):
         torch._dynamo's recompile limit a shape runs uncompiled). Off by default."""
         self._compiled = torch.compile(self._stages, dynamic=False) if compiled else None
         for op in self.spectral_ops():
-            op.opaque = bool(compiled)
+            op.opaque = torch.compiler.disable(op.run) if compiled else None
         self.graphs.clear()
 
     @property
