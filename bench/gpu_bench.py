@@ -89,8 +89,9 @@ def main(argv=None) -> int:
     parser.add_argument("--e2e-profile", default="none",
                         help="the end-to-end size (label) at which one bfloat16 forward of each backend is profiled "
                              "(eager launches: top kernels), right after that size's rows; 'none' for none")
-    parser.add_argument("--triton-routes", default="fft,dft",
-                        help="routes of the Triton op in the kernel suite (dft only at maps up to 64^2)")
+    parser.add_argument("--triton-routes", default="fft,dft,dft-tc",
+                        help="routes of the Triton op in the kernel suite (dft only at maps up to 64^2, dft-tc "
+                             "(DFT matrices on tensor cores) up to 128^2)")
     parser.add_argument("--no-cuda-ext", action="store_true",
                         help="skip the compiled CUDA extension's rows (the op and the cuda backend)")
     parser.add_argument("--budget-s", type=float, default=0.0,

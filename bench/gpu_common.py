@@ -20,7 +20,9 @@ E2E_SHAPES = [(512, 512), (752, 1000), (1024, 1024), (2048, 2048)]
 E2E_LABELS = {(512, 512): "512x512", (1024, 1024): "1024x1024", (2048, 2048): "2048x2048",
               (752, 1000): "1000x750 (752x1000 padded)"}
 SUITES = ("fft", "kernel", "e2e", "profile", "crossover", "e2e_large")
-TRITON_ROUTES = ("fft", "dft")
+TRITON_ROUTES = ("fft", "dft", "dft-tc")
+# The largest map side at which the kernel suite times the DFT routes ("dft": 64, "dft-tc": 128).
+DFT_ROUTE_MAX_SIDE = {"dft": 64, "dft-tc": 128}
 DTYPES = ((torch.float32, "float32"), (torch.bfloat16, "bfloat16"))
 
 # System names shared by the rows and the comparison tables.
@@ -31,8 +33,9 @@ TRITON_GRAPH, TRITON_EAGER = "triton backend (CUDA graph)", "triton backend (eag
 CUDA_GRAPH, CUDA_EAGER = "cuda backend (CUDA graph)", "cuda backend (eager launches)"
 CUDA_TF32_GRAPH = "cuda backend TF32 matmul (CUDA graph)"
 # The GPU generators' opt-in variants, timed in bfloat16 as "<backend> backend, <variant> (CUDA graph)":
-# GpuGenerator.set_layout(True, output_dtype=bfloat16) and GpuGenerator.set_compiled(True).
-VARIANTS = ("fused layout", "compiled stages")
+# GpuGenerator.set_layout(True, output_dtype=bfloat16), set_route("dft-tc") (the triton backend only) and
+# set_compiled(True).
+VARIANTS = ("fused layout", "dft-tc route", "compiled stages")
 
 Rows = List[Dict[str, Any]]
 

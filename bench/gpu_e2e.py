@@ -227,7 +227,14 @@ def e2e_suite(args, rows: Rows, save: Callable[[], Any], budget: Budget,
                     "set_layout(True, output_dtype=bfloat16): reflect pads with the cast as one Triton pass, "
                     "the 7x7 convs padded to 8 channels, the output conv in bfloat16")
             if not core:
+                if backend == "triton":
+                    dft_tc(module, dtype, name)
                 compiled_stages(backend, module, key, dtype, name)
+
+        def dft_tc(module, dtype, name):
+            variant("triton backend, dft-tc route (CUDA graph)", module, "triton bfloat16", dtype, name,
+                    lambda m, on: m.set_route("dft-tc" if on else "auto"),
+                    "set_route('dft-tc'): the Fourier units' DFTs as matrix products on tensor cores, at every map")
 
         def compiled_stages(backend, module, key, dtype, name):
             variant(f"{backend} backend, compiled stages (CUDA graph)", module, key, dtype, name,
@@ -296,7 +303,8 @@ def e2e_suite(args, rows: Rows, save: Callable[[], Any], budget: Budget,
         torch.cuda.empty_cache()
         if label.split(" ")[0] in profile_labels:
             profile_forward(rows, label, modules, problems, x, budget)
-            if core:  # compiling takes tens of seconds a shape: in the core set once, last
+            if core:  # in the core set at this size only; compiling (tens of seconds a shape) last
+                dft_tc(modules.get("triton bfloat16"), torch.bfloat16, "bfloat16")
                 compiled_stages("triton", modules.get("triton bfloat16"), "triton bfloat16", torch.bfloat16,
                                 "bfloat16")
         save()

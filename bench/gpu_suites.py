@@ -7,9 +7,9 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
-from gpu_common import (CROSSOVER_SIDES, CUDA_OP, CUDA_OP_TF32, DEFAULT_FLAGS, DTYPES, TF32_FLAGS, Budget, Rows,
-                        attempt, failed, flags_field, gpu_row, log, scaled_error, skip_row, spectral_weights,
-                        time_gpu, time_graph)
+from gpu_common import (CROSSOVER_SIDES, CUDA_OP, CUDA_OP_TF32, DEFAULT_FLAGS, DFT_ROUTE_MAX_SIDE, DTYPES,
+                        TF32_FLAGS, Budget, Rows, attempt, failed, flags_field, gpu_row, log, scaled_error, skip_row,
+                        spectral_weights, time_gpu, time_graph)
 
 Weights = Dict[str, torch.Tensor]
 
@@ -93,7 +93,8 @@ def kernel_suite(args, rows: Rows, save: Callable[[], Any], budget: Budget) -> N
         if not args.triton_skip:
             for dtype, name in DTYPES:
                 p, xin = weights[dtype], inputs[dtype]
-                variants = [(route, "ieee") for route in args.triton_routes if route == "fft" or max(h, w) <= 64]
+                variants = [(route, "ieee") for route in args.triton_routes
+                            if route == "fft" or max(h, w) <= DFT_ROUTE_MAX_SIDE[route]]
                 if dtype == torch.float32 and "fft" in args.triton_routes:
                     variants.append(("fft", "tf32x3"))
                 for route, fp32_dot in variants:

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence
 BACKENDS = {"triton": "triton backend (CUDA graph)", "cuda": "cuda backend (CUDA graph)"}
 OPS = {"triton": "triton op (fft)", "cuda": "CUDA ext op"}
 # The GPU generators' opt-in variants (bench/gpu_common.py's VARIANTS), reported beside the targets.
-VARIANTS = ("fused layout", "compiled stages")
+VARIANTS = ("fused layout", "dft-tc route", "compiled stages")
 REFERENCE_EAGER = "reference eager"
 REFERENCE_GRAPH = "reference (CUDA graph)"
 SIZE_1000 = "1000x750 (752x1000 padded)"

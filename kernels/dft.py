@@ -2,8 +2,9 @@
 
 ``rfft2_by_dft`` and ``irfft2_by_dft`` compute ``torch.fft.rfft2`` and
 ``torch.fft.irfft2`` of float32 NCHW tensors as two products each with the DFT
-matrices (float32, the norm's scales folded into the W stages): the spectral
-transform's "dft" route for small maps.
+matrices (float32, the norm's scales folded into the W stages; the products in the
+kernel's ``dot`` mode, float32 by default): the spectral transform's "dft" and
+"dft-tc" routes for small maps.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Dict, Tuple
 import torch
 from torch._subclasses.fake_tensor import FakeTensor
 
-from .gemm import Operand, pointwise_gemm
+from .gemm import DOT_IEEE, Operand, pointwise_gemm
 
 
 def norm_scales(fft_norm: str, height: int, width: int) -> Tuple[float, float]:
@@ -74,7 +75,7 @@ def _real(t: torch.Tensor) -> bool:
     return not isinstance(t, FakeTensor)
 
 
-def rfft2_by_dft(y: torch.Tensor, fft_norm: str) -> torch.Tensor:
+def rfft2_by_dft(y: torch.Tensor, fft_norm: str, dot: int = DOT_IEEE) -> torch.Tensor:
     """``torch.fft.rfft2(y, norm=fft_norm)`` of a float32 NCHW-contiguous tensor, as two matrix products."""
     n, c, h, w = y.shape
     wf = w // 2 + 1
@@ -82,29 +83,29 @@ def rfft2_by_dft(y: torch.Tensor, fft_norm: str) -> torch.Tensor:
     rows = torch.empty((n, c, h, wf), dtype=torch.complex64, device=y.device)
     rows_real = torch.view_as_real(rows)
     # Along W: rows (n, c, h) are the positions, w the reduction, (kw, r) the outputs.
-    pointwise_gemm(w_fwd, Operand(y, 0, 1, 0, w), Operand(rows_real, 0, 1, 0, 2 * wf), 1, n * c * h)
+    pointwise_gemm(w_fwd, Operand(y, 0, 1, 0, w), Operand(rows_real, 0, 1, 0, 2 * wf), 1, n * c * h, dot=dot)
     spectrum = torch.empty_like(rows)
     # Along H, complex: (n, c) is the batch, kw the positions, (h, r) the reduction, (kh, r) the outputs.
-    _column_dft(h_fwd, rows, spectrum)
+    _column_dft(h_fwd, rows, spectrum, dot)
     return spectrum
 
 
-def irfft2_by_dft(spectrum: torch.Tensor, width: int, fft_norm: str) -> torch.Tensor:
+def irfft2_by_dft(spectrum: torch.Tensor, width: int, fft_norm: str, dot: int = DOT_IEEE) -> torch.Tensor:
     """``torch.fft.irfft2(spectrum, s=(H, width), norm=fft_norm)`` as two matrix products (float32 NCHW)."""
     n, c, h, wf = spectrum.shape
     _, _, h_inv, w_inv = dft_matrices(h, width, fft_norm, spectrum.device, _real(spectrum))
     rows = torch.empty_like(spectrum)
-    _column_dft(h_inv, spectrum, rows)
+    _column_dft(h_inv, spectrum, rows, dot)
     out = torch.empty((n, c, h, width), dtype=torch.float32, device=spectrum.device)
     pointwise_gemm(w_inv, Operand(torch.view_as_real(rows), 0, 1, 0, 2 * wf), Operand(out, 0, 1, 0, width),
-                   1, n * c * h)
+                   1, n * c * h, dot=dot)
     return out
 
 
-def _column_dft(matrix: torch.Tensor, source: torch.Tensor, target: torch.Tensor) -> None:
+def _column_dft(matrix: torch.Tensor, source: torch.Tensor, target: torch.Tensor, dot: int = DOT_IEEE) -> None:
     n, c, h, wf = source.shape
     src, dst = torch.view_as_real(source), torch.view_as_real(target)
     stride_h = 2 * wf
     pointwise_gemm(matrix, Operand(src, h * stride_h, stride_h, 1, 2), Operand(dst, h * stride_h, stride_h, 1, 2),
-                   n * c, wf, k_group=2, m_group=2)
+                   n * c, wf, k_group=2, m_group=2, dot=dot)
 

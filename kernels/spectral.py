@@ -3,7 +3,8 @@
 The pieces of the transform (conv1x1_in, frequency_mix, conv1x1_out) run on the
 GEMM kernel of ``lama_fast.kernels.gemm``; the FFT is cuFFT (``torch.fft``) or,
 on the "dft" route, the DFT matrices of ``lama_fast.kernels.dft``, always in
-float32.  The ops ``lama_fast::triton_spectral_transform`` and
+float32 (on the "dft-tc" route their products run on tensor cores).  The ops
+``lama_fast::triton_spectral_transform`` and
 ``lama_fast::triton_fourier_unit`` are registered here with
 ``torch.library.triton_op``; their float64 references are in
 ``lama_fast.ops.reference``.
@@ -24,13 +25,15 @@ from torch._subclasses.fake_tensor import FakeTensor
 from torch.library import triton_op, wrap_triton
 
 from .dft import irfft2_by_dft, norm_scales, rfft2_by_dft
-from .gemm import (DOT_IEEE, DOT_NAMES, FP32_DOTS, INTERPRETING, complex_operand, dot_mode, nchw_operand,
+from .gemm import (DOT_IEEE, DOT_NAMES, DOT_TF32X3, FP32_DOTS, INTERPRETING, complex_operand, dot_mode, nchw_operand,
                    pointwise_gemm)
 
 FFT_NORMS = ("ortho", "forward", "backward")
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 DTYPES = (torch.float32,) + HALF_DTYPES
-ROUTES = ("auto", "fft", "dft")
+# "dft-tc": the DFT matrices on tensor cores: their products with operands in the activations' half dtype
+# (3xTF32 for float32 activations), accumulated in float32. Chosen only when asked for.
+ROUTES = ("auto", "fft", "dft", "dft-tc")
 # The DFT-as-matmul Fourier unit runs when both sides of the map are at most this.  From
 # bench/gpu_bench.py's crossover on an H100 (bench/results/gpu_nvidia_h100_80gb_hbm3.md): the
 # cuFFT route was faster at every measured side (8 to 64, float32 and bfloat16), so 0: never.
@@ -147,10 +150,12 @@ def fourier_unit_spectrum(y: torch.Tensor, w_freq: torch.Tensor, b_freq: torch.T
                           route: str, dot: int) -> torch.Tensor:
     """The Fourier unit of a float32 NCHW-contiguous ``y``: float32 NCHW."""
     _, _, h, w = y.shape
-    if choose_route(h, w, route) == "dft":
-        spectrum = rfft2_by_dft(y, fft_norm)
+    chosen = choose_route(h, w, route)
+    if chosen in ("dft", "dft-tc"):
+        dft_dot = DOT_IEEE if chosen == "dft" else dft_tensor_core_dot(dot)
+        spectrum = rfft2_by_dft(y, fft_norm, dft_dot)
         mixed = frequency_mix(spectrum, w_freq, b_freq, dot)
-        return irfft2_by_dft(mixed, w, fft_norm)
+        return irfft2_by_dft(mixed, w, fft_norm, dft_dot)
     # Unnormalised both ways ("backward" forward, "forward" inverse): the norm's scales go into the
     # mixing kernel instead of two extra passes over the spectrum and the output.
     forward, inverse = norm_scales(fft_norm, h, w)
@@ -161,12 +166,21 @@ def fourier_unit_spectrum(y: torch.Tensor, w_freq: torch.Tensor, b_freq: torch.T
     return torch.fft.irfft2(mixed, s=(h, w), norm="forward")
 
 
+def dft_tensor_core_dot(dot: int) -> int:
+    """The DFT products' dot mode on the "dft-tc" route, for the op's own ``dot``: half operands as the
+    activations, 3xTF32 for float32 ones."""
+    return DOT_TF32X3 if dot in FP32_DOTS.values() else dot
+
+
 def precision_of(dtype: torch.dtype, height: int, width: int, route: str = "auto",
                  fp32_dot: str = "ieee") -> Dict[str, str]:
     """What each step of the spectral transform runs in, for activations of ``dtype``."""
     dot = DOT_NAMES[dot_mode(dtype, fp32_dot)]
-    if choose_route(height, width, route) == "dft":
+    chosen = choose_route(height, width, route)
+    if chosen == "dft":
         fft = "float32 DFT matrices (ieee dots)"
+    elif chosen == "dft-tc":
+        fft = f"DFT matrices on tensor cores ({DOT_NAMES[dft_tensor_core_dot(dot_mode(dtype, fp32_dot))]})"
     else:
         fft = "float32 cuFFT (torch.fft), unnormalised, the norm's scales in the mixing kernel"
         if HERMITIAN_EDGES:

@@ -78,6 +78,7 @@ def test_the_core_end_to_end_suite_runs_through(monkeypatch: pytest.MonkeyPatch)
             for dtype in ("float32", "bfloat16"):
                 want[(size, f"{backend} backend (CUDA graph)", dtype)] = "ok"
         want.update({(size, system, "bfloat16"): "ok" for system in variants})
+    want[("1000x750", "triton backend, dft-tc route (CUDA graph)", "bfloat16")] = "ok"
     want[("1000x750", "triton backend, compiled stages (CUDA graph)", "bfloat16")] = "ok"
     # Without a GPU the profiler has nothing to record: the rows say why.
     for backend in ("triton", "cuda"):
@@ -90,7 +91,7 @@ def test_the_core_end_to_end_suite_runs_through(monkeypatch: pytest.MonkeyPatch)
         assert all(entry["value"] is not None for entry in result[key]["by_backend"].values()), key
     assert result["bf16_1000x750_uint8_within_2"]["met"] is True
     gains = gpu_targets.variant_gains(rows)
-    assert sorted(gains["1000x750 (752x1000 padded)"]["triton"]) == ["compiled stages", "fused layout"]
+    assert sorted(gains["1000x750 (752x1000 padded)"]["triton"]) == ["compiled stages", "dft-tc route", "fused layout"]
     assert sorted(gains["512x512"]["cuda"]) == ["fused layout"]
     # Each row's final image against eager float32's (float16 on this tiny model: every pixel within 2 levels).
     assert all(r["vs_eager_final_within2"] == 1.0 for r in rows if r["status"] == "ok" and r["suite"] == "e2e"

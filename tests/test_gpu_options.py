@@ -184,3 +184,15 @@ def test_a_fused_convolution_gives_the_plain_ones_output(padding, mode, channels
     assert fused.shape == plain.shape
     # Zero channels add exact zeros; the convolution may sum in another order.
     assert (fused - plain).abs().max().item() <= 1e-5 * max(1.0, plain.abs().max().item())
+
+
+def test_the_dft_tc_route_matches_golden(golden_dir, golden_case):
+    case = golden_case("inpaint_case")
+    fast = lama_fast.optimize(golden_generator(golden_dir, torch.float32), backend="triton", device=DEVICE)
+    fast.set_route("dft-tc")
+    batch = golden_batch(case, torch.float32).to(DEVICE)
+    assert fast.precision(*batch.shape[2:])["spectral_transform"]["fft"].startswith("DFT matrices on tensor cores")
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        out = fast(batch)
+    # 3xTF32 products: within float32's tolerance of the golden output.
+    assert (out.double().cpu() - case["generator_output"]).abs().max().item() <= 2e-6

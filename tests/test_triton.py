@@ -159,7 +159,7 @@ def _op_args(p, x, dtype, bias=None, other=None):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("route", ["fft", "dft"])
+@pytest.mark.parametrize("route", ["fft", "dft", "dft-tc"])
 @pytest.mark.parametrize("norm", NORMS)
 def test_spectral_transform_op_float32(shape, route, norm):
     p, x, bias, other = _op_case(shape, seed=14)
@@ -181,7 +181,7 @@ def test_spectral_transform_op_3xtf32(shape):
     assert scaled_error(got.cpu(), want) <= FLOAT32_TOL
 
 
-@pytest.mark.parametrize("route", ["fft", "dft"])
+@pytest.mark.parametrize("route", ["fft", "dft", "dft-tc"])
 def test_fourier_unit_op_float32(route):
     p = spectral_weights(6, seed=18)
     y = torch.relu(rand(2, 6, 7, 9, seed=19))
@@ -209,7 +209,7 @@ def test_golden_spectral_case(golden_case):
 
 @pytest.mark.parametrize("dtype", HALF_DTYPES)
 @pytest.mark.parametrize("shape", [(1, 6, 12, 20), (2, 12, 7, 9)])
-@pytest.mark.parametrize("route", ["fft", "dft"])
+@pytest.mark.parametrize("route", ["fft", "dft", "dft-tc"])
 def test_spectral_transform_half_precision(dtype, shape, route):
     p, x, _, other = _op_case(shape, seed=20)
     truth = spectral_transform_reference(x, *p.values(), None, other, True)
@@ -234,6 +234,11 @@ def test_precision_is_recorded():
     assert ks.precision_of(torch.float32, 64, 64, "fft", "tf32x3")["conv2"].startswith("float32 as 3xTF32")
     assert ks.precision_of(torch.bfloat16, 8, 8, "dft")["fft"] == "float32 DFT matrices (ieee dots)"
     assert ks.precision_of(torch.bfloat16, 8, 8, "dft")["conv1"] == "bfloat16 x bfloat16 -> float32"
+    assert ks.precision_of(torch.bfloat16, 8, 8, "dft-tc")["fft"] == (
+        "DFT matrices on tensor cores (bfloat16 x bfloat16 -> float32)")
+    assert ks.precision_of(torch.float32, 8, 8, "dft-tc")["fft"] == (
+        "DFT matrices on tensor cores (float32 as 3xTF32 (split operands, tensor cores))")
+    assert ks.choose_route(8, 8, "auto") == "fft"  # dft-tc only when asked for
 
 
 def test_op_refuses_bad_input():

@@ -283,7 +283,8 @@ class GpuGenerator(nn.Module):
         return self._compiled is not None
 
     def set_route(self, route: str) -> None:
-        """Force the Fourier units' route: "auto" (by map size), "fft" (cuFFT) or "dft" (DFT matrices)."""
+        """Force the Fourier units' route: "auto" (by map size), "fft" (cuFFT), "dft" (DFT matrices) or "dft-tc"
+        (DFT matrices on tensor cores). The triton backend's op only."""
         for op in self.spectral_ops():
             op.route = route
         self.graphs.clear()
