@@ -82,10 +82,13 @@ def main(argv=None) -> int:
     parser.add_argument("--e2e-large-sizes", default="2048x2048",
                         help="the sizes of the e2e_large suite: the end-to-end suite again, where --suites puts it "
                              "(last, so that the budget leaves out the most expensive size first)")
+    parser.add_argument("--e2e-variant-sizes", default="1000x750",
+                        help="the sizes of the e2e_variants suite: the opt-in variants in bfloat16 alone (the fused "
+                             "layout of both backends, the triton backend's dft-tc route and compiled stages)")
     parser.add_argument("--e2e-systems", choices=("all", "core"), default="all",
                         help="core: only eager float32, the reference in a CUDA graph and both backends in CUDA "
-                             "graphs (what the targets compare), with the opt-in variants in bfloat16 (the fused "
-                             "layout; the compiled stages of the triton backend at the --e2e-profile size only)")
+                             "graphs (what the targets compare); the opt-in variants are then left to the "
+                             "e2e_variants suite")
     parser.add_argument("--e2e-profile", default="none",
                         help="the end-to-end size (label) at which one bfloat16 forward of each backend is profiled "
                              "(eager launches: top kernels), right after that size's rows; 'none' for none")
@@ -108,6 +111,8 @@ def main(argv=None) -> int:
                            for name in parse_list(args.e2e_sizes, size_names, "end-to-end sizes")]
         args.e2e_large_shapes = [next(shape for shape, l in E2E_LABELS.items() if l.split(" ")[0] == name)
                                  for name in parse_list(args.e2e_large_sizes, size_names, "end-to-end sizes")]
+        args.e2e_variant_shapes = [next(shape for shape, l in E2E_LABELS.items() if l.split(" ")[0] == name)
+                                   for name in parse_list(args.e2e_variant_sizes, size_names, "end-to-end sizes")]
         args.e2e_profile = parse_list(args.e2e_profile, size_names, "profile size")
         if len(args.e2e_profile) > 1:
             raise argparse.ArgumentTypeError("--e2e-profile takes one size")
@@ -168,6 +173,7 @@ def main(argv=None) -> int:
     parts = {"fft": lambda: fft_check(rows), "kernel": lambda: kernel_suite(args, rows, save, budget),
              "e2e": lambda: e2e_suite(args, rows, save, budget), "profile": lambda: profile_suite(args, rows, budget),
              "crossover": lambda: crossover.update(crossover_suite(args, rows, budget)),
+             "e2e_variants": lambda: e2e_suite(args, rows, save, budget, args.e2e_variant_shapes, variants_only=True),
              "e2e_large": lambda: e2e_suite(args, rows, save, budget, args.e2e_large_shapes)}
     for suite in suites:  # in the order given
         run(suite, parts[suite])

@@ -29,10 +29,11 @@
 #   CUDA_EXT_PYTEST_ARGS="..."  extra pytest arguments for tests/test_cuda_ext.py, after its default
 #                               -k "not compile_with_nvcc" (a -k here replaces it: -k "" runs all)
 #
-# Default benchmark (what the targets need, most needed first): end to end at 512^2 and 1000x750
-# (eager fp32, the reference in a CUDA graph, both backends in CUDA graphs, fp32 and bf16), one bf16
-# forward of each backend profiled at 1000x750, the spectral op at the 128^2 and 256^2 maps (fft
-# route; the dft-tc route at 128^2; no torch.compile), then 2048^2 end to end if time is left.
+# Default benchmark (what the targets need first): end to end at 512^2 and 1000x750 (eager fp32,
+# the reference in a CUDA graph, both backends in CUDA graphs, fp32 and bf16), one bf16 forward of
+# each backend profiled at 1000x750, the spectral op at the 128^2 and 256^2 maps (fft route; the
+# dft-tc route at 128^2; no torch.compile); then the opt-in variants in bf16 at 1000x750 (fused
+# layout, dft-tc route, compiled stages last) and 2048^2 end to end, as time allows.
 # Tests: all of tests/test_cuda_ext.py but its nvcc compile tests (the build has just compiled the
 # same sources; its CPU emulation tests take some 20 s), all of tests/test_triton.py; each with a
 # time limit (90 s, 120 s), leaving the benchmark at least 170 s; per-test results in
@@ -117,7 +118,8 @@ fail_now() {
 }
 
 case "$MODE" in
-    default) BENCH_ARGS=(--suites e2e,kernel,e2e_large --e2e-sizes 512x512,1000x750 --e2e-large-sizes 2048x2048
+    default) BENCH_ARGS=(--suites e2e,kernel,e2e_variants,e2e_large --e2e-sizes 512x512,1000x750
+                         --e2e-variant-sizes 1000x750 --e2e-large-sizes 2048x2048
                          --e2e-systems core --e2e-profile 1000x750 --kernel-maps 128x128,256x256
                          --triton-routes fft,dft-tc --no-compile --compile-sizes none) ;;
     quick) BENCH_ARGS=(--suites fft,kernel,profile --kernel-maps 64x64,128x128,256x256

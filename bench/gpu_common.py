@@ -19,7 +19,7 @@ CROSSOVER_SIDES = [8, 16, 24, 32, 48, 64]
 E2E_SHAPES = [(512, 512), (752, 1000), (1024, 1024), (2048, 2048)]
 E2E_LABELS = {(512, 512): "512x512", (1024, 1024): "1024x1024", (2048, 2048): "2048x2048",
               (752, 1000): "1000x750 (752x1000 padded)"}
-SUITES = ("fft", "kernel", "e2e", "profile", "crossover", "e2e_large")
+SUITES = ("fft", "kernel", "e2e", "profile", "crossover", "e2e_variants", "e2e_large")
 TRITON_ROUTES = ("fft", "dft", "dft-tc")
 # The largest map side at which the kernel suite times the DFT routes ("dft": 64, "dft-tc": 128).
 DFT_ROUTE_MAX_SIDE = {"dft": 64, "dft-tc": 128}

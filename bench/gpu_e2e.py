@@ -8,8 +8,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 
 from gpu_common import (CUDA_EAGER, CUDA_GRAPH, CUDA_TF32_GRAPH, DEFAULT_FLAGS, DTYPES, E2E_LABELS, E2E_SHAPES,
-                        REF_GRAPH, STRICT_FLAGS, TF32_FLAGS, TRITON_EAGER, TRITON_GRAPH, VARIANTS, Budget,
-                        Flags, Rows,
+                        REF_GRAPH, STRICT_FLAGS, TF32_FLAGS, TRITON_EAGER, TRITON_GRAPH, Budget, Flags, Rows,
                         attempt, describe, failed, flags_field, gpu_row, log, skip_row, time_gpu)
 from gpu_suites import cpu_ffts
 from lama_fast.benchmark.core import e2e_input, uint8_agreement
@@ -71,9 +70,9 @@ def build_systems(reference: torch.nn.Module, args) -> Tuple[Dict[str, Any], Dic
     return modules, problems
 
 
-# What --e2e-systems core keeps: the systems the GPU targets compare (bench/gpu_targets.py).
-CORE_SYSTEMS = ("reference eager", REF_GRAPH, TRITON_GRAPH, CUDA_GRAPH) + tuple(
-    f"{backend} backend, {what} (CUDA graph)" for backend in ("triton", "cuda") for what in VARIANTS)
+# What --e2e-systems core keeps: the systems the GPU targets compare (bench/gpu_targets.py); the opt-in
+# variants then run in their own pass (the e2e_variants suite).
+CORE_SYSTEMS = ("reference eager", REF_GRAPH, TRITON_GRAPH, CUDA_GRAPH)
 
 
 def profile_forward(rows: Rows, label: str, modules: Dict[str, Any], problems: Dict[str, str], x: torch.Tensor,
@@ -122,9 +121,10 @@ def profile_forward(rows: Rows, label: str, modules: Dict[str, Any], problems: D
 
 
 def e2e_suite(args, rows: Rows, save: Callable[[], Any], budget: Budget,
-              shapes: Optional[List[Tuple[int, int]]] = None) -> None:
+              shapes: Optional[List[Tuple[int, int]]] = None, variants_only: bool = False) -> None:
     """The generator at each of ``shapes`` (default --e2e-sizes), every system (or the core ones), against float64
-    and against eager float32; the bfloat16 profile at --e2e-profile's size."""
+    and against eager float32; the bfloat16 profile at --e2e-profile's size. ``variants_only``: the opt-in
+    variants in bfloat16 alone (eager float32 run, not recorded, for their agreement with it)."""
     from lama_fast.model.random import random_generator
 
     reference = random_generator("big-lama", seed=0).cuda().eval()
@@ -160,7 +160,7 @@ def e2e_suite(args, rows: Rows, save: Callable[[], Any], budget: Budget,
         def record(system, dtype, fn, flags, note="", module=None, key=None):
             """Time ``fn`` (or record why ``key``'s module is missing); compare with fp64 and eager fp32."""
             nonlocal eager_out
-            if core and system not in CORE_SYSTEMS:
+            if core and not variants_only and system not in CORE_SYSTEMS:
                 return
             if key is not None and key in problems:
                 rows.append(skip_row("e2e", label, system, dtype, problems[key]))
@@ -202,7 +202,7 @@ def e2e_suite(args, rows: Rows, save: Callable[[], Any], budget: Budget,
 
         def variant(system, module, key, dtype, name, switch, note):
             """The bfloat16 ``module`` (graphs on) with an opt-in ``switch(module, True)`` on, then off again."""
-            if dtype != torch.bfloat16 or (core and system not in CORE_SYSTEMS):
+            if dtype != torch.bfloat16:
                 return
             if module is None:
                 record(system, name, None, DEFAULT_FLAGS, key=key)  # the module's problem, recorded
@@ -222,14 +222,20 @@ def e2e_suite(args, rows: Rows, save: Callable[[], Any], budget: Budget,
                 release(module)
 
         def variants(backend, module, key, dtype, name):
+            """Every variant of ``backend``'s module, compiled stages last (all systems only; the core set leaves
+            them to the variants-only pass)."""
+            if core:
+                return
+            fused_layout(backend, module, key, dtype, name)
+            if backend == "triton":
+                dft_tc(module, dtype, name)
+            compiled_stages(backend, module, key, dtype, name)
+
+        def fused_layout(backend, module, key, dtype, name):
             variant(f"{backend} backend, fused layout (CUDA graph)", module, key, dtype, name,
                     lambda m, on: m.set_layout(on, output_dtype=dtype if on else None),
                     "set_layout(True, output_dtype=bfloat16): reflect pads with the cast as one Triton pass, "
                     "the 7x7 convs padded to 8 channels, the output conv in bfloat16")
-            if not core:
-                if backend == "triton":
-                    dft_tc(module, dtype, name)
-                compiled_stages(backend, module, key, dtype, name)
 
         def dft_tc(module, dtype, name):
             variant("triton backend, dft-tc route (CUDA graph)", module, "triton bfloat16", dtype, name,
@@ -242,6 +248,18 @@ def e2e_suite(args, rows: Rows, save: Callable[[], Any], budget: Budget,
                     "set_compiled(True): torch.compile (inductor) of everything but the spectral ops; the first "
                     "call's time includes the compilation")
 
+        if variants_only:
+            with torch.no_grad(), Flags(*DEFAULT_FLAGS):
+                eager_out = reference(x).float().cpu()
+            for backend in ("cuda", "triton"):
+                fused_layout(backend, modules.get(f"{backend} bfloat16"), f"{backend} bfloat16", torch.bfloat16,
+                             "bfloat16")
+            dft_tc(modules.get("triton bfloat16"), torch.bfloat16, "bfloat16")
+            # Compiling takes tens of seconds a shape: last.
+            compiled_stages("triton", modules.get("triton bfloat16"), "triton bfloat16", torch.bfloat16, "bfloat16")
+            torch.cuda.empty_cache()
+            save()
+            continue
         record("reference eager", "float32", lambda: reference(x), DEFAULT_FLAGS,
                "PyTorch defaults: cuDNN TF32 on, matmul TF32 off")
         record("reference eager TF32", "float32", lambda: reference(x), TF32_FLAGS)
@@ -303,8 +321,4 @@ def e2e_suite(args, rows: Rows, save: Callable[[], Any], budget: Budget,
         torch.cuda.empty_cache()
         if label.split(" ")[0] in profile_labels:
             profile_forward(rows, label, modules, problems, x, budget)
-            if core:  # in the core set at this size only; compiling (tens of seconds a shape) last
-                dft_tc(modules.get("triton bfloat16"), torch.bfloat16, "bfloat16")
-                compiled_stages("triton", modules.get("triton bfloat16"), "triton bfloat16", torch.bfloat16,
-                                "bfloat16")
         save()

@@ -65,7 +65,9 @@ def test_the_core_end_to_end_suite_runs_through(monkeypatch: pytest.MonkeyPatch)
     args = types.SimpleNamespace(triton_skip=None, cuda_skip=None, compile_sizes=[], e2e_shapes=list(SIZES),
                                  e2e_systems="core", e2e_profile=["1000x750"])
     try:
-        gpu_e2e.e2e_suite(args, rows, lambda: None, gpu_common.Budget(0))
+        gpu_e2e.e2e_suite(args, rows, lambda: None, gpu_common.Budget(0))  # the targets' systems
+        targets_only = len(rows)
+        gpu_e2e.e2e_suite(args, rows, lambda: None, gpu_common.Budget(0), [(24, 32)], variants_only=True)
     finally:
         torch._dynamo.reset()  # the compiled-stages variant's graphs
 
@@ -77,7 +79,7 @@ def test_the_core_end_to_end_suite_runs_through(monkeypatch: pytest.MonkeyPatch)
         for backend in ("triton", "cuda"):
             for dtype in ("float32", "bfloat16"):
                 want[(size, f"{backend} backend (CUDA graph)", dtype)] = "ok"
-        want.update({(size, system, "bfloat16"): "ok" for system in variants})
+    want.update({("1000x750", system, "bfloat16"): "ok" for system in variants})
     want[("1000x750", "triton backend, dft-tc route (CUDA graph)", "bfloat16")] = "ok"
     want[("1000x750", "triton backend, compiled stages (CUDA graph)", "bfloat16")] = "ok"
     # Without a GPU the profiler has nothing to record: the rows say why.
@@ -85,6 +87,8 @@ def test_the_core_end_to_end_suite_runs_through(monkeypatch: pytest.MonkeyPatch)
         want[("1000x750", f"{backend} backend (eager launches)", "bfloat16")] = (
             "failed: AssertionError: No activities specified for the profiler")
     assert got == want
+    assert all(", " not in r["system"] for r in rows[:targets_only])  # no variant among the targets' rows
+    assert all(", " in r["system"] for r in rows[targets_only:])  # nothing but variants in their own pass
     result = gpu_targets.targets(rows, {})
     for key in ("bf16_1000x750_vs_eager_fp32", "bf16_1000x750_vs_reference_graph", "bf16_1000x750_uint8_within_2",
                 "bf16_512_vs_eager_fp32", "fp32_vs_reference_graph_every_size"):
@@ -92,7 +96,7 @@ def test_the_core_end_to_end_suite_runs_through(monkeypatch: pytest.MonkeyPatch)
     assert result["bf16_1000x750_uint8_within_2"]["met"] is True
     gains = gpu_targets.variant_gains(rows)
     assert sorted(gains["1000x750 (752x1000 padded)"]["triton"]) == ["compiled stages", "dft-tc route", "fused layout"]
-    assert sorted(gains["512x512"]["cuda"]) == ["fused layout"]
+    assert sorted(gains["1000x750 (752x1000 padded)"]["cuda"]) == ["fused layout"] and "512x512" not in gains
     # Each row's final image against eager float32's (float16 on this tiny model: every pixel within 2 levels).
     assert all(r["vs_eager_final_within2"] == 1.0 for r in rows if r["status"] == "ok" and r["suite"] == "e2e"
                and r["system"] != "reference eager")
