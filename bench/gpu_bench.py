@@ -85,6 +85,9 @@ def main(argv=None) -> int:
     parser.add_argument("--e2e-variant-sizes", default="1000x750",
                         help="the sizes of the e2e_variants suite: the opt-in variants in bfloat16 alone (the fused "
                              "layout of both backends, the triton backend's dft-tc route and compiled stages)")
+    parser.add_argument("--kernel-systems", choices=("all", "core"), default="all",
+                        help="core: only the reference module (float32) and the ops in bfloat16, what the targets "
+                             "compare")
     parser.add_argument("--e2e-systems", choices=("all", "core"), default="all",
                         help="core: only eager float32, the reference in a CUDA graph and both backends in CUDA "
                              "graphs (what the targets compare); the opt-in variants are then left to the "

@@ -31,8 +31,9 @@
 #
 # Default benchmark (what the targets need first): end to end at 512^2 and 1000x750 (eager fp32,
 # the reference in a CUDA graph, both backends in CUDA graphs, fp32 and bf16), one bf16 forward of
-# each backend profiled at 1000x750, the spectral op at the 128^2 and 256^2 maps (fft route; the
-# dft-tc route at 128^2; no torch.compile); then the opt-in variants in bf16 at 1000x750 (fused
+# each backend profiled at 1000x750, the spectral op at the 128^2 and 256^2 maps (the reference
+# module and the ops in bf16: fft route; the dft-tc route at 128^2; no torch.compile); then the
+# opt-in variants in bf16 at 1000x750 (fused
 # layout, dft-tc route, compiled stages last) and 2048^2 end to end, as time allows.
 # Tests: all of tests/test_cuda_ext.py but its nvcc compile tests (the build has just compiled the
 # same sources; its CPU emulation tests take some 20 s), all of tests/test_triton.py; each with a
@@ -120,7 +121,7 @@ fail_now() {
 case "$MODE" in
     default) BENCH_ARGS=(--suites e2e,kernel,e2e_variants,e2e_large --e2e-sizes 512x512,1000x750
                          --e2e-variant-sizes 1000x750 --e2e-large-sizes 2048x2048
-                         --e2e-systems core --e2e-profile 1000x750 --kernel-maps 128x128,256x256
+                         --e2e-systems core --e2e-profile 1000x750 --kernel-maps 128x128,256x256 --kernel-systems core
                          --triton-routes fft,dft-tc --no-compile --compile-sizes none) ;;
     quick) BENCH_ARGS=(--suites fft,kernel,profile --kernel-maps 64x64,128x128,256x256
                        --triton-routes fft --no-compile) ;;

@@ -45,6 +45,8 @@ def kernel_suite(args, rows: Rows, save: Callable[[], Any], budget: Budget) -> N
     folded64 = fold_spectral(build_kernel_block("spectral_transform"))
     weights = {dtype: spectral_weights(dtype) for dtype, _ in DTYPES}
     compiled = torch.compile(module) if args.compile else None
+    # core: what the targets compare (the reference module eagerly, the ops in bfloat16) and nothing else.
+    core = getattr(args, "kernel_systems", "all") == "core"
     if args.cuda_skip:
         skip_part(rows, "kernel", CUDA_OP, args.cuda_skip)
     if args.triton_skip:
@@ -61,6 +63,9 @@ def kernel_suite(args, rows: Rows, save: Callable[[], Any], budget: Budget) -> N
         reps = 50 if h * w <= 128 * 128 else 20
 
         def record(system, dtype, fn, flags):
+            if core and not (system == "reference eager" or dtype == "bfloat16"):
+                return
+
             def run():
                 timing, graph = time_gpu(fn, 3, reps), time_graph(fn, reps)
                 return {**timing, "graph_median_ms": graph["median_ms"] if graph else None,
