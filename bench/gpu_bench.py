@@ -64,6 +64,12 @@ def parse_maps(text: str) -> List[Tuple[int, int]]:
 
 
 
+def parse_sizes(text: str) -> List[Tuple[int, int]]:
+    """"512x512,1000x750" -> those end-to-end sizes' shapes (E2E_LABELS), in that order."""
+    by_name = {label.split(" ")[0]: shape for shape, label in E2E_LABELS.items()}
+    return [by_name[name] for name in parse_list(text, list(by_name), "end-to-end sizes")]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="folder of gpu_<card>.md / .json")
@@ -110,12 +116,9 @@ def main(argv=None) -> int:
         args.kernel_maps = parse_maps(args.kernel_maps)
         size_names = [l.split(" ")[0] for l in E2E_LABELS.values()]
         args.compile_sizes = parse_list(args.compile_sizes, size_names, "compile sizes")
-        args.e2e_shapes = [next(shape for shape, l in E2E_LABELS.items() if l.split(" ")[0] == name)
-                           for name in parse_list(args.e2e_sizes, size_names, "end-to-end sizes")]
-        args.e2e_large_shapes = [next(shape for shape, l in E2E_LABELS.items() if l.split(" ")[0] == name)
-                                 for name in parse_list(args.e2e_large_sizes, size_names, "end-to-end sizes")]
-        args.e2e_variant_shapes = [next(shape for shape, l in E2E_LABELS.items() if l.split(" ")[0] == name)
-                                   for name in parse_list(args.e2e_variant_sizes, size_names, "end-to-end sizes")]
+        args.e2e_shapes = parse_sizes(args.e2e_sizes)
+        args.e2e_large_shapes = parse_sizes(args.e2e_large_sizes)
+        args.e2e_variant_shapes = parse_sizes(args.e2e_variant_sizes)
         args.e2e_profile = parse_list(args.e2e_profile, size_names, "profile size")
         if len(args.e2e_profile) > 1:
             raise argparse.ArgumentTypeError("--e2e-profile takes one size")
