@@ -1,7 +1,8 @@
-"""bench/gpu_e2e.py's end-to-end suite run through on the CPU: the tiny model, both GPU generators (the triton
-backend under Triton's interpreter, the cuda backend's pipeline emulated), CUDA calls stubbed. It checks that the
-suite, its opt-in variants and bench/gpu_targets.py fit together before a GPU's short window is spent on them;
-its timings mean nothing."""
+"""The GPU benchmark's end-to-end suite (bench/gpu_e2e.py) and kernel suite (bench/gpu_suites.py) run through on
+the CPU: the tiny model (the kernel suite: big-lama's 384-channel block on a tiny map), both GPU generators and ops
+(the triton backend under Triton's interpreter, the cuda backend's pipeline emulated), CUDA calls stubbed. It checks
+that the suites, the opt-in variants and bench/gpu_targets.py fit together before a GPU's short window is spent on
+them; its timings mean nothing."""
 
 from __future__ import annotations
 
@@ -100,3 +101,61 @@ def test_the_core_end_to_end_suite_runs_through(monkeypatch: pytest.MonkeyPatch)
     # Each row's final image against eager float32's (float16 on this tiny model: every pixel within 2 levels).
     assert all(r["vs_eager_final_within2"] == 1.0 for r in rows if r["status"] == "ok" and r["suite"] == "e2e"
                and r["system"] != "reference eager")
+
+
+class _OnTheCpu:
+    """``torch`` as gpu_suites sees it here: tensors and generators asked for on "cuda" made on the CPU."""
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def Generator(device=None):
+        return torch.Generator()
+
+    @staticmethod
+    def randn(*size, device=None, **kwargs):
+        return torch.randn(*size, **kwargs)
+
+
+def test_the_core_kernel_suite_runs_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lama_fast._build import extension_reasons
+
+    if extension_reasons():
+        pytest.skip("; ".join(extension_reasons()))
+    import gpu_common
+    import gpu_suites
+
+    import lama_fast.kernels.spectral  # noqa: F401  (registers the Triton op)
+
+    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)
+    monkeypatch.setattr(torch.nn.Module, "cuda", lambda self, *a, **k: self)
+    monkeypatch.setattr(gpu_suites, "torch", _OnTheCpu())
+    weights = gpu_suites.spectral_weights
+    monkeypatch.setattr(gpu_suites, "spectral_weights", lambda dtype: weights(dtype, device="cpu"))
+
+    def emulated(x, p, other=None, relu=False):
+        return torch.ops.lama_fast.cuda_emulated_spectral_transform(x, p["w1"], p["b1"], p["w_freq"], p["b_freq"],
+                                                                     p["w2"], None, other, relu, "ortho")
+
+    def timed(fn, *counts):
+        start = time.perf_counter()
+        fn()
+        ms = (time.perf_counter() - start) * 1e3
+        return {"median_ms": ms, "min_ms": ms, "max_ms": ms, "repeats": 1}
+
+    monkeypatch.setattr(gpu_suites, "cuda_op", emulated)
+    monkeypatch.setattr(gpu_suites, "time_gpu", timed)
+    # The graph's timing: the eager one's (no second run under the interpreter: it is slow at 384 channels).
+    monkeypatch.setattr(gpu_suites, "time_graph", lambda fn, repeats: {"median_ms": 1.0})
+    rows: list = []
+    args = types.SimpleNamespace(triton_skip=None, cuda_skip=None, compile=False, kernel_maps=[(5, 7)],
+                                 triton_routes=["fft", "dft-tc"], kernel_systems="core")
+    gpu_suites.kernel_suite(args, rows, lambda: None, gpu_common.Budget(0))
+    got = {(r["shape"], r["system"], r["dtype"]): r["status"] for r in rows}
+    want = {}
+    for shape in ("1x384x5x7",):
+        want.update({(shape, "reference eager", "float32"): "ok", (shape, "CUDA ext op", "bfloat16"): "ok",
+                     (shape, "triton op (fft)", "bfloat16"): "ok", (shape, "triton op (dft-tc)", "bfloat16"): "ok"})
+    assert got == want
+    assert all(r["graph_median_ms"] > 0 and r["max_scaled_error"] >= 0 for r in rows)
