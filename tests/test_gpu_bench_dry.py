@@ -26,6 +26,20 @@ pytestmark = pytest.mark.skipif(bool(triton_reasons()) or torch.cuda.is_availabl
 SIZES = {(32, 32): "512x512", (24, 32): "1000x750 (752x1000 padded)"}
 
 
+def timed_once(fn, warmup=0, repeats=1):
+    """``time_gpu``'s result for one call of ``fn`` timed on the CPU clock."""
+    start = time.perf_counter()
+    fn()
+    ms = (time.perf_counter() - start) * 1e3
+    return {"median_ms": ms, "min_ms": ms, "max_ms": ms, "repeats": 1}
+
+
+def stub_to_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``.cuda()`` of tensors and modules leaves them on the CPU."""
+    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)
+    monkeypatch.setattr(torch.nn.Module, "cuda", lambda self, *a, **k: self)
+
+
 def test_the_core_end_to_end_suite_runs_through(monkeypatch: pytest.MonkeyPatch) -> None:
     from lama_fast._build import extension_reasons
     from lama_fast.gpu.generator import build_gpu_generator
@@ -37,8 +51,7 @@ def test_the_core_end_to_end_suite_runs_through(monkeypatch: pytest.MonkeyPatch)
     import gpu_e2e
     import gpu_targets
 
-    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)
-    monkeypatch.setattr(torch.nn.Module, "cuda", lambda self, *a, **k: self)
+    stub_to_cuda(monkeypatch)
     for name in ("synchronize", "reset_peak_memory_stats", "empty_cache"):
         monkeypatch.setattr(torch.cuda, name, lambda *a, **k: None)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a, **k: 0)
@@ -53,14 +66,8 @@ def test_the_core_end_to_end_suite_runs_through(monkeypatch: pytest.MonkeyPatch)
         return build_gpu_generator(reference, torch.device("cpu"), half,
                                    spectral="triton" if backend == "triton" else "cuda-emulated")
 
-    def time_gpu(fn, warmup, repeats):
-        start = time.perf_counter()
-        fn()
-        ms = (time.perf_counter() - start) * 1e3
-        return {"median_ms": ms, "min_ms": ms, "max_ms": ms, "repeats": 1}
-
     monkeypatch.setattr(lama_fast, "optimize", optimize)
-    monkeypatch.setattr(gpu_e2e, "time_gpu", time_gpu)
+    monkeypatch.setattr(gpu_e2e, "time_gpu", timed_once)
     monkeypatch.setattr(gpu_e2e, "E2E_LABELS", SIZES)
     rows: list = []
     args = types.SimpleNamespace(triton_skip=None, cuda_skip=None, compile_sizes=[], e2e_shapes=list(SIZES),
@@ -128,8 +135,7 @@ def test_the_core_kernel_suite_runs_through(monkeypatch: pytest.MonkeyPatch) -> 
 
     import lama_fast.kernels.spectral  # noqa: F401  (registers the Triton op)
 
-    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)
-    monkeypatch.setattr(torch.nn.Module, "cuda", lambda self, *a, **k: self)
+    stub_to_cuda(monkeypatch)
     monkeypatch.setattr(gpu_suites, "torch", _OnTheCpu())
     weights = gpu_suites.spectral_weights
     monkeypatch.setattr(gpu_suites, "spectral_weights", lambda dtype: weights(dtype, device="cpu"))
@@ -138,15 +144,9 @@ def test_the_core_kernel_suite_runs_through(monkeypatch: pytest.MonkeyPatch) -> 
         return torch.ops.lama_fast.cuda_emulated_spectral_transform(x, p["w1"], p["b1"], p["w_freq"], p["b_freq"],
                                                                      p["w2"], None, other, relu, "ortho")
 
-    def timed(fn, *counts):
-        start = time.perf_counter()
-        fn()
-        ms = (time.perf_counter() - start) * 1e3
-        return {"median_ms": ms, "min_ms": ms, "max_ms": ms, "repeats": 1}
-
     monkeypatch.setattr(gpu_suites, "cuda_op", emulated)
-    monkeypatch.setattr(gpu_suites, "time_gpu", timed)
-    # The graph's timing: the eager one's (no second run under the interpreter: it is slow at 384 channels).
+    monkeypatch.setattr(gpu_suites, "time_gpu", timed_once)
+    # No graph replay timed: a second run under the interpreter is slow at 384 channels.
     monkeypatch.setattr(gpu_suites, "time_graph", lambda fn, repeats: {"median_ms": 1.0})
     rows: list = []
     args = types.SimpleNamespace(triton_skip=None, cuda_skip=None, compile=False, kernel_maps=[(5, 7)],

@@ -59,10 +59,11 @@ class GpuConv:
         self.output = conv.output
         self.fused_layout = False
         self._padded: Optional[tuple] = None
+        self._float32: Optional[tuple] = None  # (weight, bias) in float32, once set_dtype is called
 
     def set_dtype(self, dtype: torch.dtype) -> None:
         """Compute in ``dtype`` from now on (the weights are kept in float32 besides, so that going back is exact)."""
-        if not hasattr(self, "_float32"):
+        if self._float32 is None:
             self._float32 = (self.weight.float(), None if self.bias is None else self.bias.float())
         weight, bias = self._float32
         self.weight = weight.to(dtype).contiguous(memory_format=torch.channels_last)
